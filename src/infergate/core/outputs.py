@@ -1,0 +1,87 @@
+"""What engines produce: a stream of events per request, and the result that collecting it gives."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from infergate.core.params import FinishReason
+
+__all__ = [
+    "GenerationResult",
+    "PromptInfo",
+    "StepEvent",
+    "Token",
+    "collect",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    id: int
+    text: str
+    logprob: float | None
+    special: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PromptInfo:
+    """First event of every generation: the prompt as the model saw it."""
+
+    input_length: int
+    seed: int | None
+    prefill: tuple[Token, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepEvent:
+    """One generated token. ``text`` is the new text it adds (may be empty while a character or a possible
+    stop sequence is incomplete); the last event of a generation has ``finish_reason`` set."""
+
+    index: int
+    token: Token
+    text: str
+    top_tokens: tuple[Token, ...] = ()
+    finish_reason: FinishReason | None = None
+
+
+@dataclass(slots=True)
+class GenerationResult:
+    text: str
+    finish_reason: FinishReason
+    input_length: int
+    seed: int | None
+    tokens: list[Token] = field(default_factory=list)
+    top_tokens: list[tuple[Token, ...]] = field(default_factory=list)
+    prefill: tuple[Token, ...] = ()
+
+    @property
+    def generated_tokens(self) -> int:
+        return len(self.tokens)
+
+    @property
+    def logprob_sum(self) -> float:
+        return sum(t.logprob or 0.0 for t in self.tokens)
+
+
+async def collect(events: AsyncIterator[PromptInfo | StepEvent]) -> GenerationResult:
+    """Drain one generation's events into its result."""
+    info: PromptInfo | None = None
+    result: GenerationResult | None = None
+    parts: list[str] = []
+    async for event in events:
+        if isinstance(event, PromptInfo):
+            info = event
+            result = GenerationResult("", "length", event.input_length, event.seed, prefill=event.prefill)
+            continue
+        assert result is not None, "engines send PromptInfo first"
+        parts.append(event.text)
+        result.tokens.append(event.token)
+        if event.top_tokens:
+            result.top_tokens.append(event.top_tokens)
+        if event.finish_reason is not None:
+            result.finish_reason = event.finish_reason
+    if result is None or info is None:
+        raise RuntimeError("generation ended before it started")
+    result.text = "".join(parts)
+    return result

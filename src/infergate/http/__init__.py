@@ -1,0 +1,1 @@
+"""HTTP: routes, SSE, error rendering. Calls the gateway and the protocols; never the engines."""

@@ -1,0 +1,76 @@
+"""The one place where errors become HTTP responses: ``{"error": message, "error_type": kind}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from infergate.core import errors
+
+__all__ = ["error_payload", "install_error_handlers", "status_for"]
+
+log = logging.getLogger(__name__)
+
+_STATUS: dict[type[errors.InfergateError], int] = {
+    errors.ValidationError: 422,
+    errors.BadRequestError: 400,
+    errors.ModelNotFoundError: 404,
+    errors.PayloadTooLargeError: 413,
+    errors.OverloadedError: 429,
+    errors.GenerationError: 424,
+    errors.ModelLoadingError: 503,
+    errors.ModelLoadFailedError: 500,
+    errors.ShuttingDownError: 503,
+}
+
+
+def status_for(exc: errors.InfergateError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in _STATUS:
+            return _STATUS[cls]
+    return 500
+
+
+def error_payload(exc: errors.InfergateError) -> dict[str, Any]:
+    payload: dict[str, Any] = {"error": exc.message, "error_type": exc.kind}
+    if isinstance(exc, errors.ModelLoadingError):
+        payload["estimated_time"] = round(exc.estimated_time, 3)
+    return payload
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.InfergateError)
+    async def _infergate(request: Request, exc: errors.InfergateError) -> JSONResponse:
+        headers = {"Retry-After": str(max(1, round(exc.estimated_time)))} if isinstance(
+            exc, errors.ModelLoadingError
+        ) else None
+        return JSONResponse(error_payload(exc), status_code=status_for(exc), headers=headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 404:
+            message = (
+                f"No route {request.method} {request.url.path}. Text generation is POST /models/{{model_id}}; "
+                "see GET /docs for every route"
+            )
+        elif exc.status_code == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; see GET /docs for the methods"
+        else:
+            message = str(exc.detail)
+        return JSONResponse({"error": message, "error_type": "http"}, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {
+                "error": f"Internal server error ({type(exc).__name__}); this is a bug in infergate and the "
+                "server log has the details. Retrying may work.",
+                "error_type": "internal",
+            },
+            status_code=500,
+        )

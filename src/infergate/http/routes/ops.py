@@ -1,0 +1,111 @@
+"""Operational routes: health, info, tokenize, model list, metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+
+from infergate.core.engine import TextGenerator
+from infergate.core.errors import ValidationError
+from infergate.http.body import read_json
+from infergate.http.state import get_state
+from infergate.observability.metrics import render_metrics
+from infergate.protocols.tgi.convert import EXAMPLE
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+
+def _health(engine: TextGenerator) -> Response:
+    state = engine.state()
+    if state.status == "ready":
+        return Response(status_code=200)
+    message = {
+        "loading": "the model is still loading; retry shortly",
+        "failed": f"the model failed to load: {state.error}",
+    }.get(state.status, f"the model is {state.status}")
+    return JSONResponse({"error": "unhealthy", "error_type": "healthcheck", "message": message}, status_code=503)
+
+
+@router.get("/health", summary="200 once the default model is ready, 503 before")
+async def health(request: Request) -> Response:
+    return _health(get_state(request).gateway.resolve(None)[1])
+
+
+@router.get("/models/{model_id:path}/health", summary="200 once this model is ready, 503 before")
+async def model_health(model_id: str, request: Request) -> Response:
+    return _health(get_state(request).gateway.resolve(model_id)[1])
+
+
+def _info(request: Request, model_id: str | None) -> dict[str, Any]:
+    state = get_state(request)
+    spec, engine = state.gateway.resolve(model_id)
+    limits = engine.limits()
+    return {
+        "model_id": spec.id,
+        "model_sha": None,
+        "model_pipeline_tag": spec.task,
+        "max_concurrent_requests": 128,
+        "max_best_of": limits.max_best_of,
+        "max_stop_sequences": limits.max_stop_sequences,
+        "max_input_tokens": limits.max_input_tokens,
+        "max_total_tokens": limits.max_total_tokens,
+        "max_top_n_tokens": limits.max_top_n_tokens,
+        "validation_workers": 1,
+        "max_client_batch_size": 4,
+        "router": "infergate",
+        "version": state.version,
+        "sha": None,
+        "docker_label": None,
+    }
+
+
+@router.get("/info", summary="TGI-style info about the default model")
+async def info(request: Request) -> dict[str, Any]:
+    return _info(request, None)
+
+
+@router.get("/models/{model_id:path}/info", summary="TGI-style info about a model")
+async def model_info(model_id: str, request: Request) -> dict[str, Any]:
+    return _info(request, model_id)
+
+
+@router.post("/tokenize", summary="TGI tokenize: the prompt's tokens with their character offsets")
+async def tokenize(request: Request) -> list[dict[str, Any]]:
+    body = await read_json(request)
+    inputs = body.get("inputs") if isinstance(body, dict) else body
+    if not isinstance(inputs, str):
+        raise ValidationError(f"`inputs` must be a string. Expected a body like {EXAMPLE}")
+    gateway = get_state(request).gateway
+    _, engine = gateway.resolve(body.get("model") if isinstance(body, dict) else None)
+    await gateway.ready(engine, False)
+    spans = await engine.tokenize(inputs)
+    return [{"id": s.id, "text": s.text, "start": s.start, "stop": s.stop} for s in spans]
+
+
+@router.get("/v1/models", summary="OpenAI model list")
+async def models(request: Request) -> dict[str, Any]:
+    gateway = get_state(request).gateway
+    data = []
+    for spec in gateway.catalog:
+        engine = gateway.engines().get(spec.id)
+        data.append(
+            {
+                "id": spec.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": spec.id.split("/")[0],
+                "task": spec.task,
+                "state": engine.state().status if engine else "unsupported",
+            }
+        )
+    return {"object": "list", "data": data}
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    body, content_type = render_metrics(get_state(request).gateway.engines())
+    return Response(body, media_type=content_type)

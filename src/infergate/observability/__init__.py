@@ -1,0 +1,1 @@
+"""Logging and metrics; a leaf importable from any layer."""

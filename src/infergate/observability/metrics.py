@@ -1,0 +1,24 @@
+"""Prometheus metrics, read from the engines when scraped (no counters to keep in sync)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+
+from infergate.core.engine import TextGenerator
+
+__all__ = ["render_metrics"]
+
+
+def render_metrics(engines: Mapping[str, TextGenerator]) -> tuple[bytes, str]:
+    registry = CollectorRegistry()
+    active = Gauge("infergate_active_sequences", "Sequences being generated", ["model"], registry=registry)
+    waiting = Gauge("infergate_waiting_requests", "Requests queued for a slot", ["model"], registry=registry)
+    ready = Gauge("infergate_model_ready", "1 when the model is loaded and serving", ["model"], registry=registry)
+    for model_id, engine in engines.items():
+        stats = engine.stats()
+        active.labels(model_id).set(stats.active)
+        waiting.labels(model_id).set(stats.waiting)
+        ready.labels(model_id).set(1 if engine.state().status == "ready" else 0)
+    return generate_latest(registry), CONTENT_TYPE_LATEST

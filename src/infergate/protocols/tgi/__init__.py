@@ -1,0 +1,1 @@
+"""The TGI / HF Inference API text generation protocol (`/`, `/models/{id}`, `/generate`, `/generate_stream`)."""
