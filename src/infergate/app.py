@@ -27,9 +27,7 @@ WAIT_FOR_MODEL_S = 300.0
 
 
 def build_app(settings: Settings) -> FastAPI:
-    catalog = Catalog(
-        ModelSpec(m.id, m.task, m.source, m.load_at_startup, m.max_total_tokens) for m in settings.models
-    )
+    catalog = Catalog(ModelSpec(m.id, m.task, m.source, m.load_at_startup, m.max_total_tokens) for m in settings.models)
     engines: dict[str, TextGenEngine] = {}
     for spec in catalog:
         if spec.task != "text-generation":

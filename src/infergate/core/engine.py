@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -63,7 +63,7 @@ class TextGenerator(Protocol):
 
     async def wait_ready(self, timeout: float) -> None: ...
 
-    def generate(self, request: GenerationRequest) -> AsyncIterator[PromptInfo | StepEvent]: ...
+    def generate(self, request: GenerationRequest) -> AsyncGenerator[PromptInfo | StepEvent, None]: ...
 
     async def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str: ...
 

@@ -1,15 +1,15 @@
 """The errors infergate raises, as one tree. Each has a stable ``kind``; HTTP statuses live in http/errors.py.
 
-    InfergateError
-    ├── ValidationError        bad parameters or inputs that parse (TGI's "Input validation error: ...")
-    ├── BadRequestError        a body that cannot be understood at all (malformed JSON, wrong shape)
-    ├── ModelNotFoundError     no catalog entry has that id
-    ├── PayloadTooLargeError   body over the configured limit
-    ├── OverloadedError        the engine's waiting queue is full
-    ├── ModelLoadingError      the model is not ready yet (carries an estimated time)
-    ├── ModelLoadFailedError   the model could not be loaded (carries the cause)
-    ├── GenerationError        the model failed while generating
-    └── ShuttingDownError      the server is stopping and takes no new work
+InfergateError
+├── ValidationError        bad parameters or inputs that parse (TGI's "Input validation error: ...")
+├── BadRequestError        a body that cannot be understood at all (malformed JSON, wrong shape)
+├── ModelNotFoundError     no catalog entry has that id
+├── PayloadTooLargeError   body over the configured limit
+├── OverloadedError        the engine's waiting queue is full
+├── ModelLoadingError      the model is not ready yet (carries an estimated time)
+├── ModelLoadFailedError   the model could not be loaded (carries the cause)
+├── GenerationError        the model failed while generating
+└── ShuttingDownError      the server is stopping and takes no new work
 """
 
 from __future__ import annotations
@@ -60,8 +60,7 @@ class ModelNotFoundError(InfergateError):
     def __init__(self, model_id: str, available: list[str]) -> None:
         served = ", ".join(available) or "none"
         super().__init__(
-            f"Model {model_id} is not served here. Models served: {served}. "
-            "GET /v1/models lists them with their tasks."
+            f"Model {model_id} is not served here. Models served: {served}. GET /v1/models lists them with their tasks."
         )
         self.model_id = model_id
 

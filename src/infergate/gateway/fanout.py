@@ -4,31 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import TypeVar
 
 __all__ = ["merge"]
 
 T = TypeVar("T")
-_END = object()
 
 
-async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
+class _End:
+    """Marks the end of one stream in the merge queue."""
+
+
+async def merge(streams: list[AsyncGenerator[T, None]]) -> AsyncIterator[tuple[int, T]]:
     """Yield (stream index, item) as items arrive from any stream. Leaving early, or an error in one stream,
     closes all of them (so each engine request is aborted)."""
     if len(streams) == 1:  # the common case: no tasks, no queue
-        async with contextlib.aclosing(streams[0]) as only:  # type: ignore[type-var]
+        async with contextlib.aclosing(streams[0]) as only:
             async for item in only:
                 yield 0, item
         return
-    queue: asyncio.Queue[tuple[int, object]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, T | _End | Exception]] = asyncio.Queue()
 
-    async def pump(i: int, stream: AsyncIterator[T]) -> None:
+    async def pump(i: int, stream: AsyncGenerator[T, None]) -> None:
         try:
-            async with contextlib.aclosing(stream):  # type: ignore[type-var]
+            async with contextlib.aclosing(stream):
                 async for item in stream:
                     await queue.put((i, item))
-            await queue.put((i, _END))
+            await queue.put((i, _End()))
         except Exception as exc:  # handed to the consumer, which re-raises it
             await queue.put((i, exc))
 
@@ -36,13 +39,13 @@ async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]
     try:
         remaining = len(tasks)
         while remaining:
-            i, item = await queue.get()
-            if item is _END:
+            i, entry = await queue.get()
+            if isinstance(entry, _End):
                 remaining -= 1
-            elif isinstance(item, Exception):
-                raise item
+            elif isinstance(entry, Exception):
+                raise entry
             else:
-                yield i, item  # type: ignore[misc]
+                yield i, entry
     finally:
         for task in tasks:
             task.cancel()

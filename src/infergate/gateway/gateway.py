@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import replace
 
 from infergate.catalog.catalog import Catalog, ModelSpec
@@ -38,7 +38,7 @@ class Gateway:
         """Raise ModelLoadingError at once, or (``wait``) block until the model is ready or the bound passes."""
         await engine.wait_ready(self._wait_for_model_s if wait else 0.0)
 
-    def stream(self, engine: TextGenerator, request: GenerationRequest) -> AsyncIterator[PromptInfo | StepEvent]:
+    def stream(self, engine: TextGenerator, request: GenerationRequest) -> AsyncGenerator[PromptInfo | StepEvent, None]:
         return engine.generate(request)
 
     async def generate(self, engine: TextGenerator, requests: list[GenerationRequest]) -> list[GenerationResult]:

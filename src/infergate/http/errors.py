@@ -45,9 +45,11 @@ def error_payload(exc: errors.InfergateError) -> dict[str, Any]:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.InfergateError)
     async def _infergate(request: Request, exc: errors.InfergateError) -> JSONResponse:
-        headers = {"Retry-After": str(max(1, round(exc.estimated_time)))} if isinstance(
-            exc, errors.ModelLoadingError
-        ) else None
+        headers = (
+            {"Retry-After": str(max(1, round(exc.estimated_time)))}
+            if isinstance(exc, errors.ModelLoadingError)
+            else None
+        )
         return JSONResponse(error_payload(exc), status_code=status_for(exc), headers=headers)
 
     @app.exception_handler(StarletteHTTPException)

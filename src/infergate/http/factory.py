@@ -31,7 +31,7 @@ def create_app(
     app.include_router(openai.router)
     app.include_router(ops.router)
     app.include_router(hf.router)
-    hf.model_routes(app.router)  # type: ignore[arg-type]
+    hf.model_routes(app.router)
     install_error_handlers(app)
 
     @app.exception_handler(ClientGone)
@@ -40,5 +40,3 @@ def create_app(
 
     app.add_middleware(BodyLimit, limit=state.max_body_bytes)
     return app
-
-

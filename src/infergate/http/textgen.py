@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import Request
@@ -55,9 +55,11 @@ async def text_generation(
     best, others = await cancel_on_disconnect(request, state.gateway.best_of(engine, call.request, call.best_of))
     payload: Any = render_response(call, best, others)
     headers = compute_headers(
-        engine.compute_type, started, characters, best.input_length, best.generated_tokens + sum(
-            o.generated_tokens for o in others
-        )
+        engine.compute_type,
+        started,
+        characters,
+        best.input_length,
+        best.generated_tokens + sum(o.generated_tokens for o in others),
     )
     return JSONResponse([payload] if wrap_list else payload, headers=headers)
 
@@ -70,7 +72,7 @@ def _error_stream(exc: InfergateError, compute_type: str) -> Response:
 
 
 async def _stream(
-    call: TgiCall, events: AsyncIterator[PromptInfo | StepEvent], compute_type: str, characters: int
+    call: TgiCall, events: AsyncGenerator[PromptInfo | StepEvent, None], compute_type: str, characters: int
 ) -> Response:
     try:
         first = await anext(events)
@@ -80,8 +82,11 @@ async def _stream(
         await events.aclose()
         raise
     assert isinstance(first, PromptInfo)
-    headers = {"x-compute-type": compute_type, "x-compute-characters": str(characters),
-               "x-prompt-tokens": str(first.input_length)}
+    headers = {
+        "x-compute-type": compute_type,
+        "x-compute-characters": str(characters),
+        "x-prompt-tokens": str(first.input_length),
+    }
 
     async def body() -> AsyncIterator[bytes]:
         parts: list[str] = []

@@ -15,7 +15,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -201,9 +201,7 @@ class TextGenEngine:
                 f"POST /models/{self.model_id}"
             )
         try:
-            return str(
-                tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
-            )
+            return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
         except Exception as exc:  # jinja errors: the messages do not fit this model's template
             raise ValidationError(f"the chat template of {self.model_id} rejected the messages: {exc}") from exc
 
@@ -220,7 +218,7 @@ class TextGenEngine:
         return await asyncio.to_thread(run)
 
     # -- generation --------------------------------------------------------------------------------------
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[PromptInfo | StepEvent]:
+    async def generate(self, request: GenerationRequest) -> AsyncGenerator[PromptInfo | StepEvent, None]:
         loaded = self._check_ready()
         ids = await asyncio.to_thread(
             lambda: list(loaded.tokenizer(request.prompt, add_special_tokens=request.add_special_tokens).input_ids)
@@ -258,9 +256,7 @@ class TextGenEngine:
                 )
             ids = ids[-request.truncate :]
         if len(ids) > limits.max_input_tokens:
-            raise ValidationError(
-                f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {len(ids)}"
-            )
+            raise ValidationError(f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {len(ids)}")
         wanted = request.stopping.max_new_tokens
         if wanted is None:
             return ids, min(self._default_max_tokens, limits.max_total_tokens - len(ids))
@@ -317,8 +313,7 @@ class TextGenEngine:
         prefill: tuple[Token, ...] = ()
         if req.prefill_details:
             prefill = tuple(
-                Token(i, tok.decode([i]), lp, i in self._special_ids)
-                for i, lp in zip(seq.prompt_ids, lps, strict=True)
+                Token(i, tok.decode([i]), lp, i in self._special_ids) for i, lp in zip(seq.prompt_ids, lps, strict=True)
             )
         seq.post(PromptInfo(len(seq.prompt_ids), seq.chooser.seed, prefill))
         return self._emit(seq, logits)

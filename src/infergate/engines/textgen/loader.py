@@ -58,6 +58,6 @@ def load_causal_lm(source: str, threads: int | None) -> LoadedModel:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **kwargs)
-    model.to(device)
+    model.to(device)  # type: ignore[arg-type]
     model.eval()
     return LoadedModel(model=model, tokenizer=tokenizer, device=device)

@@ -66,18 +66,21 @@ class TokenChooser:
             if params.typical_p < 1.0:
                 self._warpers.append(TypicalLogitsWarper(params.typical_p))
 
+    def _history_tensor(self) -> torch.LongTensor:
+        return torch.tensor([self._history], dtype=torch.long)  # type: ignore[return-value]
+
     def choose(self, logits: torch.Tensor) -> Choice:
         """Pick the next token from ``logits`` ([vocab], float32, on any device) and record it."""
         scores = logits.detach().to("cpu", torch.float32).unsqueeze(0)
         if self._bias is not None:
             scores = scores + self._bias
         if self._penalties:
-            scores = self._penalties(torch.tensor([self._history]), scores)
+            scores = self._penalties(self._history_tensor(), scores)
         if self._counts is not None:
             scores = scores - self.params.frequency_penalty * self._counts
             scores = scores - self.params.presence_penalty * (self._counts > 0).float()
         if self.generator is not None:
-            scores = self._warpers(torch.tensor([self._history]), scores)
+            scores = self._warpers(self._history_tensor(), scores)
             probs = torch.softmax(scores, dim=-1)
             token_id = int(torch.multinomial(probs[0], 1, generator=self.generator).item())
         else:

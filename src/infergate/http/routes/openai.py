@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -47,7 +47,7 @@ def _stream_error(exc: InfergateError) -> bytes:
     return sse.event({"error": {"message": exc.message, "type": exc.kind, "http_status_code": status_for(exc)}})
 
 
-async def _start(streams: list[AsyncIterator[PromptInfo | StepEvent]]) -> list[PromptInfo]:
+async def _start(streams: list[AsyncGenerator[PromptInfo | StepEvent, None]]) -> list[PromptInfo]:
     """Pull each stream's PromptInfo so that bad prompts fail with an HTTP status before the 200 starts."""
     infos = []
     try:
@@ -57,7 +57,7 @@ async def _start(streams: list[AsyncIterator[PromptInfo | StepEvent]]) -> list[P
             infos.append(first)
     except BaseException:
         for s in streams:
-            await s.aclose()  # type: ignore[attr-defined]
+            await s.aclose()
         raise
     return infos
 
@@ -107,9 +107,13 @@ async def _chat(request: Request, path_model: str | None) -> Response:
                     continue  # nothing to show yet (an incomplete character, or a held-back stop prefix)
                 yield sse.event(
                     convert.chat_chunk(
-                        model, request_id, created, index=index,
+                        model,
+                        request_id,
+                        created,
+                        index=index,
                         delta={"role": "assistant", "content": event.text},
-                        finish=event.finish_reason, logprobs=logprobs,
+                        finish=event.finish_reason,
+                        logprobs=logprobs,
                     )
                 )
         except InfergateError as exc:
@@ -120,8 +124,11 @@ async def _chat(request: Request, path_model: str | None) -> Response:
             yield sse.event(convert.chat_chunk(model, request_id, created, usage_=usage))
         yield sse.DONE
 
-    headers = {"x-compute-type": engine.compute_type, "x-compute-characters": str(characters),
-               "x-prompt-tokens": str(infos[0].input_length)}
+    headers = {
+        "x-compute-type": engine.compute_type,
+        "x-compute-characters": str(characters),
+        "x-prompt-tokens": str(infos[0].input_length),
+    }
     return sse_response(chunks(), headers)
 
 

@@ -67,7 +67,7 @@ def parse_chat(body: Any, limits: ModelLimits) -> ChatCall:
         raise ValidationError("`tools` are not supported yet by this server; leave them out")
     fmt = (wire.response_format or {}).get("type", "text")
     if fmt != "text":
-        raise ValidationError(f"`response_format` of type {fmt!r} is not supported yet; use {{\"type\": \"text\"}}")
+        raise ValidationError(f'`response_format` of type {fmt!r} is not supported yet; use {{"type": "text"}}')
     top = wire.top_logprobs or 0
     if top and not wire.logprobs:
         raise ValidationError("`top_logprobs` needs `logprobs: true`")
@@ -85,9 +85,7 @@ def parse_chat(body: Any, limits: ModelLimits) -> ChatCall:
 def parse_completion(body: Any, limits: ModelLimits, max_prompts: int = 4) -> CompletionCall:
     wire = parse_wire(CompletionRequest, _require_object(body, COMPLETION_EXAMPLE), COMPLETION_EXAMPLE)
     if wire.suffix is not None:
-        raise ValidationError(
-            "Suffix is not supported and can be achieved by preprocessing the prompt."
-        )
+        raise ValidationError("Suffix is not supported and can be achieved by preprocessing the prompt.")
     if wire.best_of not in (None, 1):
         raise ValidationError("`best_of` is not supported on /v1/completions; use `n` for several choices")
     prompts = [wire.prompt] if isinstance(wire.prompt, str) else list(wire.prompt)
@@ -112,9 +110,7 @@ def _stops(wire: _Sampling) -> tuple[str, ...]:
 def _check_common(wire: _Sampling, limits: ModelLimits) -> None:
     stops = _stops(wire)
     if len(stops) > limits.max_stop_sequences:
-        raise ValidationError(
-            f"`stop` supports up to {limits.max_stop_sequences} stop sequences. Given: {len(stops)}"
-        )
+        raise ValidationError(f"`stop` supports up to {limits.max_stop_sequences} stop sequences. Given: {len(stops)}")
     for key in wire.logit_bias or {}:
         if not key.lstrip("-").isdigit():
             raise ValidationError(f"`logit_bias` keys must be token ids; got {key!r}")
@@ -153,8 +149,7 @@ def messages_for_template(wire: ChatCompletionRequest) -> list[dict[str, Any]]:
     for m in wire.messages:
         if isinstance(m.content, list):
             content = "".join(
-                p.text or "" if p.type == "text" else f"![]({(p.image_url or {}).get('url', '')})"
-                for p in m.content
+                p.text or "" if p.type == "text" else f"![]({(p.image_url or {}).get('url', '')})" for p in m.content
             )
         else:
             content = m.content or ""
@@ -193,9 +188,7 @@ def chat_logprobs(tokens: list[Token], tops: list[tuple[Token, ...]]) -> dict[st
     return {"content": [_logprob_entry(t, top) for t, top in zip(tokens, padded, strict=True)]}
 
 
-def chat_response(
-    call: ChatCall, model: str, request_id: str, results: list[GenerationResult]
-) -> dict[str, Any]:
+def chat_response(call: ChatCall, model: str, request_id: str, results: list[GenerationResult]) -> dict[str, Any]:
     choices = []
     for i, r in enumerate(results):
         choices.append(

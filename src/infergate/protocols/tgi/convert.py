@@ -72,7 +72,10 @@ def validate_parameters(
         raise ValidationError("`inputs` cannot be empty")
     best_of = p.best_of if p.best_of is not None else 1
     sampling_asked = bool(
-        p.do_sample or p.temperature is not None or p.top_k is not None or p.top_p is not None
+        p.do_sample
+        or p.temperature is not None
+        or p.top_k is not None
+        or p.top_p is not None
         or p.typical_p is not None
     )
     if best_of != 1:
@@ -108,9 +111,7 @@ def validate_parameters(
         raise ValidationError("`max_new_tokens` must be strictly positive")
     stop = tuple(p.stop if p.stop is not None else p.stop_sequences or [])
     if len(stop) > limits.max_stop_sequences:
-        raise ValidationError(
-            f"`stop` supports up to {limits.max_stop_sequences} stop sequences. Given: {len(stop)}"
-        )
+        raise ValidationError(f"`stop` supports up to {limits.max_stop_sequences} stop sequences. Given: {len(stop)}")
     top_n = p.top_n_tokens or 0
     if not 0 <= top_n <= limits.max_top_n_tokens:
         raise ValidationError(f"`top_n_tokens` must be >= 0 and <= {limits.max_top_n_tokens}. Given: {top_n}")
@@ -127,9 +128,7 @@ def validate_parameters(
     if p.adapter_id:
         raise ValidationError(f"adapter `{p.adapter_id}` is not available: this server serves no LoRA adapters")
     # As in TGI (and the announcement): setting a sampling parameter turns sampling on.
-    do_sample = bool(
-        p.do_sample or temperature != 1.0 or p.top_k is not None or top_p < 1.0 or typical_p < 1.0
-    )
+    do_sample = bool(p.do_sample or temperature != 1.0 or p.top_k is not None or top_p < 1.0 or typical_p < 1.0)
     sampling = SamplingParams(
         do_sample=do_sample,
         temperature=temperature,
@@ -171,9 +170,7 @@ def _sequence_details(result: GenerationResult) -> dict[str, Any]:
 def render_details(result: GenerationResult, others: list[tuple[str, GenerationResult]]) -> dict[str, Any]:
     details = _sequence_details(result)
     if others:
-        details["best_of_sequences"] = [
-            {"generated_text": text, **_sequence_details(other)} for text, other in others
-        ]
+        details["best_of_sequences"] = [{"generated_text": text, **_sequence_details(other)} for text, other in others]
     return details
 
 
@@ -188,9 +185,7 @@ def render_response(
     return out
 
 
-def render_stream_event(
-    call: TgiCall, info: PromptInfo, event: StepEvent, text_so_far: str
-) -> dict[str, Any]:
+def render_stream_event(call: TgiCall, info: PromptInfo, event: StepEvent, text_so_far: str) -> dict[str, Any]:
     """One SSE payload; the last one carries the full text (and details when asked)."""
     payload: dict[str, Any] = {"index": event.index, "token": token_json(event.token)}
     if event.top_tokens:
