@@ -1,0 +1,98 @@
+"""A real infergate server in a subprocess for end-to-end tests: `python -m infergate serve` on a free port,
+with the real packaged model, called with real clients."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+STARTUP_TIMEOUT_S = 300.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    port: int
+    home: Path
+    log_path: Path
+    health_seen: list[int] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def model_url(self) -> str:
+        return f"{self.base_url}/models/{MODEL_ID}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_healthy(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            try:
+                status = httpx.get(f"{self.base_url}/health", timeout=2).status_code
+                self.health_seen.append(status)
+                if status == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"server not healthy after {timeout} s:\n{self.log()[-4000:]}")
+
+    def wait_listening(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            try:
+                self.health_seen.append(httpx.get(f"{self.base_url}/health", timeout=2).status_code)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"server not listening after {timeout} s:\n{self.log()[-4000:]}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def start_server(home: Path, config: str | None = None, env: dict[str, str] | None = None) -> Server:
+    """Start `infergate serve` in a subprocess with its own data directory (and config file, if given)."""
+    home.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    args = [sys.executable, "-m", "infergate", "serve", "--port", str(port)]
+    if config is not None:
+        config_path = home / "config.toml"
+        config_path.write_text(config)
+        args += ["--config", str(config_path)]
+    log_path = home / "server.log"
+    environment = {**os.environ, "INFERGATE_HOME": str(home), "PYTHONUNBUFFERED": "1", **(env or {})}
+    environment.pop("INFERGATE_CONFIG", None)
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=environment)
+    return Server(process=process, port=port, home=home, log_path=log_path)
