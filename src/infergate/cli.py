@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         except SettingsError as exc:
             print(f"infergate: {exc}", file=sys.stderr)
             return 2
+        # The data directory keeps a log of its own, beside the database and caches.
+        logs = settings.home / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(logs / "infergate.log")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
         from infergate.app import run  # heavy imports only when serving
 
         run(settings)

@@ -19,6 +19,18 @@ __all__ = ["router"]
 router = APIRouter()
 
 
+@router.get("/", summary="What this server is and what it serves")
+async def root(request: Request) -> dict[str, Any]:
+    state = get_state(request)
+    return {
+        "name": "infergate",
+        "version": state.version,
+        "models": [spec.id for spec in state.gateway.catalog],
+        "try": f"POST /models/{state.gateway.catalog.default.id} with {EXAMPLE}",
+        "docs": "/docs",
+    }
+
+
 def _health(engine: TextGenerator) -> Response:
     state = engine.state()
     if state.status == "ready":
