@@ -86,9 +86,11 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
     data: dict[str, Any] = {}
     if config_file is not None:
         try:
-            data = tomllib.loads(config_file.read_text())
+            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
         except FileNotFoundError as exc:
             raise SettingsError(f"config file {config_file} does not exist; pass an existing TOML file") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"config file {config_file} cannot be read ({exc}); pass a UTF-8 TOML file") from exc
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from exc
     # [[models]] in a file extends the default catalog; an entry with a default id replaces it.

@@ -255,16 +255,17 @@ class TextGenEngine:
                     f"Given: {request.truncate}"
                 )
             ids = ids[-request.truncate :]
-        if len(ids) > limits.max_input_tokens:
-            raise ValidationError(f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {len(ids)}")
+        # TGI's order: the total first, then the prompt alone.
         wanted = request.stopping.max_new_tokens
-        if wanted is None:
-            return ids, min(self._default_max_tokens, limits.max_total_tokens - len(ids))
-        if len(ids) + wanted > limits.max_total_tokens:
+        if wanted is not None and len(ids) + wanted > limits.max_total_tokens:
             raise ValidationError(
                 f"`inputs` tokens + `max_new_tokens` must be <= {limits.max_total_tokens}. "
                 f"Given: {len(ids)} `inputs` tokens and {wanted} `max_new_tokens`"
             )
+        if len(ids) > limits.max_input_tokens:
+            raise ValidationError(f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {len(ids)}")
+        if wanted is None:
+            return ids, min(self._default_max_tokens, limits.max_total_tokens - len(ids))
         return ids, wanted
 
     # -- the step loop (engine thread) -------------------------------------------------------------------

@@ -90,10 +90,10 @@ def validate_parameters(
         if streaming:
             raise ValidationError("`best_of` != 1 is not supported when streaming tokens")
     temperature = 1.0 if p.temperature is None else p.temperature
-    if temperature <= 0:
+    if not temperature > 0:  # `not >` also refuses NaN
         raise ValidationError("`temperature` must be strictly positive")
     repetition_penalty = 1.0 if p.repetition_penalty is None else p.repetition_penalty
-    if repetition_penalty <= 0:
+    if not repetition_penalty > 0:
         raise ValidationError("`repetition_penalty` must be strictly positive")
     frequency_penalty = 0.0 if p.frequency_penalty is None else p.frequency_penalty
     if not -2.0 <= frequency_penalty <= 2.0:

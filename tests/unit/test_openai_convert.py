@@ -1,0 +1,294 @@
+"""OpenAI chat/completions: request rules, the core request they build, and the response shapes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infergate.core.engine import ModelLimits
+from infergate.core.errors import BadRequestError, ValidationError
+from infergate.core.outputs import GenerationResult, Token
+from infergate.protocols.openai.convert import (
+    ChatCall,
+    CompletionCall,
+    build_request,
+    chat_response,
+    completion_response,
+    finish_reason,
+    messages_for_template,
+    parse_chat,
+    parse_completion,
+    usage,
+)
+
+LIMITS = ModelLimits(max_total_tokens=8192, max_input_tokens=8191)
+MESSAGES = [{"role": "user", "content": "Hello"}]
+
+
+def chat(**fields: Any) -> ChatCall:
+    return parse_chat({"messages": MESSAGES, **fields}, LIMITS)
+
+
+def completion(**fields: Any) -> CompletionCall:
+    return parse_completion({"prompt": "Once upon a time", **fields}, LIMITS)
+
+
+def chat_error(**fields: Any) -> str:
+    with pytest.raises(ValidationError) as info:
+        chat(**fields)
+    return str(info.value)
+
+
+def completion_error(**fields: Any) -> str:
+    with pytest.raises(ValidationError) as info:
+        completion(**fields)
+    return str(info.value)
+
+
+# --- parse_chat / parse_completion rules --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [-0.1, 2.01, 5])
+def test_temperature_out_of_range(temperature: float) -> None:
+    assert "`temperature`" in chat_error(temperature=temperature)
+    assert "`temperature`" in completion_error(temperature=temperature)
+
+
+@pytest.mark.parametrize("temperature", [0, 0.0, 1, 2.0])
+def test_temperature_in_range(temperature: float) -> None:
+    assert chat(temperature=temperature).wire.temperature == temperature
+
+
+def test_top_p_one_is_accepted() -> None:
+    # OpenAI's default is 1.0, unlike TGI's open interval.
+    assert chat(top_p=1.0).wire.top_p == 1.0
+    assert completion(top_p=1.0).wire.top_p == 1.0
+
+
+@pytest.mark.parametrize("top_p", [0, 1.01, -0.5])
+def test_top_p_out_of_range(top_p: float) -> None:
+    assert "`top_p`" in chat_error(top_p=top_p)
+
+
+def test_n() -> None:
+    assert chat().n == 1
+    assert chat(n=3).n == 3
+    assert completion(n=2).n == 2
+    assert "`n`" in chat_error(n=0)
+    assert "`n`" in chat_error(n=9)
+
+
+def test_stop_string_or_list() -> None:
+    request = build_request(chat(stop="\n").wire, "p", max_tokens=5, top_n=0, add_special_tokens=False)
+    assert request.stopping.stop == ("\n",)
+    request = build_request(chat(stop=["a", "b"]).wire, "p", max_tokens=5, top_n=0, add_special_tokens=False)
+    assert request.stopping.stop == ("a", "b")
+    assert chat(stop=["a", "b", "c", "d"]).wire.stop == ["a", "b", "c", "d"]
+
+
+def test_more_than_four_stops_rejected() -> None:
+    expected = "Input validation error: `stop` supports up to 4 stop sequences. Given: 5"
+    assert chat_error(stop=list("abcde")) == expected
+    assert completion_error(stop=list("abcde")) == expected
+
+
+def test_tools_rejected() -> None:
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
+    assert "`tools`" in chat_error(tools=tools)
+
+
+@pytest.mark.parametrize("kind", ["json_object", "json_schema"])
+def test_json_response_format_rejected_clearly(kind: str) -> None:
+    message = chat_error(response_format={"type": kind})
+    assert "`response_format`" in message and kind in message and "not supported" in message
+
+
+def test_text_response_format_accepted() -> None:
+    assert chat(response_format={"type": "text"}).wire.response_format == {"type": "text"}
+
+
+def test_suffix_rejected() -> None:
+    assert "Suffix is not supported" in completion_error(suffix="The end.")
+
+
+def test_top_logprobs_needs_logprobs() -> None:
+    assert chat_error(top_logprobs=2) == "Input validation error: `top_logprobs` needs `logprobs: true`"
+    call = chat(top_logprobs=2, logprobs=True)
+    assert (call.logprobs, call.top_logprobs) == (True, 2)
+    assert "top_logprobs" in chat_error(top_logprobs=6, logprobs=True)
+
+
+def test_logit_bias_keys_must_be_token_ids() -> None:
+    assert "`logit_bias`" in chat_error(logit_bias={"hello": 5})
+
+
+def test_chat_needs_messages() -> None:
+    assert "messages" in chat_error(messages=[])
+    with pytest.raises(ValidationError, match="`messages` is required"):
+        parse_chat({"max_tokens": 5}, LIMITS)
+
+
+@pytest.mark.parametrize("body", [[], "hello", 3, None])
+def test_non_object_body_is_a_bad_request(body: Any) -> None:
+    with pytest.raises(BadRequestError):
+        parse_chat(body, LIMITS)
+    with pytest.raises(BadRequestError):
+        parse_completion(body, LIMITS)
+
+
+def test_completion_prompts() -> None:
+    assert completion().prompts == ["Once upon a time"]
+    assert completion(prompt=["a", "b"]).prompts == ["a", "b"]
+    assert "`prompt`" in completion_error(prompt=[])
+    assert "`prompt`" in completion_error(prompt=list("abcde"))
+    assert "`best_of`" in completion_error(best_of=2)
+
+
+def test_stream_options() -> None:
+    call = chat(stream=True, stream_options={"include_usage": True})
+    assert call.stream and call.include_usage
+    assert not chat(stream=True).include_usage
+
+
+# --- build_request ------------------------------------------------------------------------------------------
+
+
+def build(**fields: Any) -> Any:
+    return build_request(chat(**fields).wire, "PROMPT", max_tokens=12, top_n=2, add_special_tokens=False)
+
+
+def test_temperature_zero_is_greedy() -> None:
+    s = build(temperature=0).sampling
+    assert not s.do_sample
+    assert s.temperature == 1.0  # logprobs stay those of the plain distribution
+
+
+def test_default_samples_at_temperature_one() -> None:
+    s = build().sampling
+    assert s.do_sample and s.temperature == 1.0
+
+
+def test_temperature_passes_through() -> None:
+    s = build(temperature=0.7).sampling
+    assert s.do_sample and s.temperature == 0.7
+
+
+def test_build_request_fields() -> None:
+    request = build(
+        stop=["END"],
+        top_p=0.9,
+        top_k=40,
+        seed=3,
+        frequency_penalty=0.5,
+        presence_penalty=-0.5,
+        repetition_penalty=1.1,
+        logit_bias={"42": 5, "7": -100},
+    )
+    assert request.prompt == "PROMPT"
+    assert request.stopping.max_new_tokens == 12
+    assert request.stopping.stop == ("END",)
+    assert request.stopping.include_stop_in_output is False  # OpenAI leaves the stop sequence out
+    assert request.top_n_tokens == 2
+    assert request.add_special_tokens is False
+    s = request.sampling
+    assert (s.top_p, s.top_k, s.seed) == (0.9, 40, 3)
+    assert (s.frequency_penalty, s.presence_penalty, s.repetition_penalty) == (0.5, -0.5, 1.1)
+    assert s.logit_bias == ((42, 5.0), (7, -100.0))
+    assert all(isinstance(k, int) for k, _ in s.logit_bias)
+
+
+def test_build_request_defaults() -> None:
+    request = build_request(completion().wire, "p", max_tokens=None, top_n=0, add_special_tokens=True)
+    s = request.sampling
+    assert (s.top_p, s.top_k, s.repetition_penalty, s.frequency_penalty, s.presence_penalty) == (1.0, None, 1.0, 0, 0)
+    assert s.logit_bias == ()
+    assert request.stopping.max_new_tokens is None
+    assert request.stopping.stop == ()
+    assert request.stopping.include_stop_in_output is False
+
+
+# --- messages_for_template ----------------------------------------------------------------------------------
+
+
+def test_messages_for_template() -> None:
+    call = chat(
+        messages=[
+            {"role": "developer", "content": "Be brief."},
+            {"role": "system", "content": "Sys"},
+            {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
+            {"role": "assistant", "content": None},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "See "},
+                    {"type": "image_url", "image_url": {"url": "http://x/cat.png"}},
+                ],
+            },
+        ]
+    )
+    assert messages_for_template(call.wire) == [
+        {"role": "system", "content": "Be brief."},
+        {"role": "system", "content": "Sys"},
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": ""},
+        {"role": "user", "content": "See ![](http://x/cat.png)"},
+    ]
+
+
+# --- finish reasons and responses ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("tgi", "openai"), [("eos_token", "stop"), ("stop_sequence", "stop"), ("length", "length")])
+def test_finish_reason(tgi: str, openai: str) -> None:
+    assert finish_reason(tgi) == openai
+
+
+def result(text: str, input_length: int, n_tokens: int, reason: str = "eos_token") -> GenerationResult:
+    tokens = [Token(i, f"t{i}", -0.5 * (i + 1)) for i in range(n_tokens)]
+    return GenerationResult(text, reason, input_length, None, tokens=tokens)
+
+
+def test_usage() -> None:
+    assert usage(3, 4) == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
+def test_chat_response() -> None:
+    call = chat(n=2)
+    out = chat_response(call, "m", "chatcmpl-1", [result("A", 7, 3), result("B", 7, 5, "length")])
+    assert out["object"] == "chat.completion"
+    assert (out["id"], out["model"]) == ("chatcmpl-1", "m")
+    assert isinstance(out["created"], int)
+    assert out["choices"] == [
+        {"index": 0, "message": {"role": "assistant", "content": "A"}, "logprobs": None, "finish_reason": "stop"},
+        {"index": 1, "message": {"role": "assistant", "content": "B"}, "logprobs": None, "finish_reason": "length"},
+    ]
+    # The prompt is counted once, the completions of every choice are added up.
+    assert out["usage"] == {"prompt_tokens": 7, "completion_tokens": 8, "total_tokens": 15}
+
+
+def test_chat_response_logprobs() -> None:
+    call = chat(logprobs=True, top_logprobs=1)
+    r = result("A", 2, 2)
+    r.top_tokens = [(Token(9, "é", -0.1),), (Token(8, "z", -0.2),)]
+    content = chat_response(call, "m", "id", [r])["choices"][0]["logprobs"]["content"]
+    assert [c["token"] for c in content] == ["t0", "t1"]
+    assert [c["logprob"] for c in content] == [-0.5, -1.0]
+    assert content[0]["top_logprobs"] == [{"token": "é", "logprob": -0.1, "bytes": [0xC3, 0xA9]}]
+
+
+def test_completion_response_usage_counts_each_prompt_once() -> None:
+    call = completion(prompt=["p0", "p1"], n=2, echo=True)
+    results = [(0, result("a", 5, 1)), (0, result("b", 5, 2)), (1, result("c", 9, 3)), (1, result("d", 9, 4))]
+    out = completion_response(call, "m", "cmpl-1", results)
+    assert out["object"] == "text_completion"
+    assert [c["index"] for c in out["choices"]] == [0, 1, 2, 3]
+    assert [c["text"] for c in out["choices"]] == ["p0a", "p0b", "p1c", "p1d"]  # echo prepends the prompt
+    assert out["usage"] == {"prompt_tokens": 14, "completion_tokens": 10, "total_tokens": 24}
+
+
+def test_completion_response_without_echo() -> None:
+    call = completion()
+    out = completion_response(call, "m", "cmpl-1", [(0, result(" there", 4, 2, "length"))])
+    assert out["choices"] == [{"index": 0, "text": " there", "logprobs": None, "finish_reason": "length"}]
+    assert out["usage"] == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
