@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infergate.core import errors
 
-__all__ = ["error_payload", "install_error_handlers", "status_for"]
+__all__ = ["error_payload", "install_error_handlers", "openai_error", "status_for"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,15 @@ def status_for(exc: errors.InfergateError) -> int:
     return 500
 
 
+def _openai_route(path: str) -> bool:
+    return path.startswith("/v1/") or "/v1/" in path.removeprefix("/models/")
+
+
+def openai_error(message: str, kind: str, status: int) -> dict[str, Any]:
+    """OpenAI's error shape: its SDK shows `error.message` to the user (a flat string reads "Error code: 422")."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
 def error_payload(exc: errors.InfergateError) -> dict[str, Any]:
     payload: dict[str, Any] = {"error": exc.message, "error_type": exc.kind}
     if isinstance(exc, errors.ModelLoadingError):
@@ -50,7 +59,9 @@ def install_error_handlers(app: FastAPI) -> None:
             if isinstance(exc, errors.ModelLoadingError)
             else None
         )
-        return JSONResponse(error_payload(exc), status_code=status_for(exc), headers=headers)
+        status = status_for(exc)
+        payload = openai_error(exc.message, exc.kind, status) if _openai_route(request.url.path) else error_payload(exc)
+        return JSONResponse(payload, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -63,6 +74,8 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}; see GET /docs for the methods"
         else:
             message = str(exc.detail)
+        if _openai_route(request.url.path):
+            return JSONResponse(openai_error(message, "http", exc.status_code), status_code=exc.status_code)
         return JSONResponse({"error": message, "error_type": "http"}, status_code=exc.status_code)
 
     @app.exception_handler(Exception)
