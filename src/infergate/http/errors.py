@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,15 +11,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infergate.core import errors
+from infergate.http.accounting import quota_headers
 
-__all__ = ["error_payload", "install_error_handlers", "status_for"]
+__all__ = ["error_headers", "error_payload", "install_error_handlers", "status_for"]
 
 log = logging.getLogger(__name__)
 
 _STATUS: dict[type[errors.InfergateError], int] = {
     errors.ValidationError: 422,
     errors.BadRequestError: 400,
-    errors.ModelNotFoundError: 404,
+    errors.UnauthorizedError: 401,
+    errors.ForbiddenError: 403,
+    errors.RateLimitedError: 429,
+    errors.NotFoundError: 404,
     errors.PayloadTooLargeError: 413,
     errors.OverloadedError: 429,
     errors.GenerationError: 424,
@@ -42,15 +47,20 @@ def error_payload(exc: errors.InfergateError) -> dict[str, Any]:
     return payload
 
 
+def error_headers(exc: errors.InfergateError) -> dict[str, str] | None:
+    if isinstance(exc, errors.ModelLoadingError):
+        return {"Retry-After": str(max(1, round(exc.estimated_time)))}
+    if isinstance(exc, errors.RateLimitedError):
+        return {**quota_headers(exc.quota), "Retry-After": str(max(1, math.ceil(exc.quota.reset_s)))}
+    if isinstance(exc, errors.UnauthorizedError):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.InfergateError)
     async def _infergate(request: Request, exc: errors.InfergateError) -> JSONResponse:
-        headers = (
-            {"Retry-After": str(max(1, round(exc.estimated_time)))}
-            if isinstance(exc, errors.ModelLoadingError)
-            else None
-        )
-        return JSONResponse(error_payload(exc), status_code=status_for(exc), headers=headers)
+        return JSONResponse(error_payload(exc), status_code=status_for(exc), headers=error_headers(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
