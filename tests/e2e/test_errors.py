@@ -33,13 +33,19 @@ def http(server: Server) -> Iterator[httpx.Client]:
 
 
 def _json_error(r: httpx.Response, status: int) -> str:
-    """The response is `status` with a JSON `{"error": "..."}` body; return the message."""
+    """The response is `status` with a JSON error body; return the message. OpenAI routes use OpenAI's shape
+    `{"error": {"message": ...}}` (the openai SDK shows only that); the others `{"error": "..."}`."""
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
     assert isinstance(body, dict)
-    assert isinstance(body["error"], str) and body["error"]
-    return body["error"]
+    if "/v1/" in r.request.url.path:
+        assert isinstance(body["error"], dict) and body["error"]["code"] == status
+        message = body["error"]["message"]
+    else:
+        message = body["error"]
+    assert isinstance(message, str) and message
+    return message
 
 
 def _post_raw(http: httpx.Client, path: str, content: bytes, content_type: str = "application/json") -> httpx.Response:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from infergate.core import errors
 from infergate.http.accounting import quota_headers
 
-__all__ = ["error_headers", "error_payload", "install_error_handlers", "status_for"]
+__all__ = ["error_headers", "error_payload", "install_error_handlers", "openai_error", "status_for"]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,15 @@ def status_for(exc: errors.InfergateError) -> int:
     return 500
 
 
+def _openai_route(path: str) -> bool:
+    return path.startswith("/v1/") or "/v1/" in path.removeprefix("/models/")
+
+
+def openai_error(message: str, kind: str, status: int) -> dict[str, Any]:
+    """OpenAI's error shape: its SDK shows `error.message` to the user (a flat string reads "Error code: 422")."""
+    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+
+
 def error_payload(exc: errors.InfergateError) -> dict[str, Any]:
     payload: dict[str, Any] = {"error": exc.message, "error_type": exc.kind}
     if isinstance(exc, errors.ModelLoadingError):
@@ -60,7 +69,9 @@ def error_headers(exc: errors.InfergateError) -> dict[str, str] | None:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.InfergateError)
     async def _infergate(request: Request, exc: errors.InfergateError) -> JSONResponse:
-        return JSONResponse(error_payload(exc), status_code=status_for(exc), headers=error_headers(exc))
+        status = status_for(exc)
+        payload = openai_error(exc.message, exc.kind, status) if _openai_route(request.url.path) else error_payload(exc)
+        return JSONResponse(payload, status_code=status, headers=error_headers(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -73,6 +84,8 @@ def install_error_handlers(app: FastAPI) -> None:
             message = f"{request.method} is not allowed on {request.url.path}; see GET /docs for the methods"
         else:
             message = str(exc.detail)
+        if _openai_route(request.url.path):
+            return JSONResponse(openai_error(message, "http", exc.status_code), status_code=exc.status_code)
         return JSONResponse({"error": message, "error_type": "http"}, status_code=exc.status_code)
 
     @app.exception_handler(Exception)

@@ -15,7 +15,7 @@ from infergate.core.outputs import PromptInfo, StepEvent
 from infergate.core.requests import GenerationRequest
 from infergate.gateway.gateway import Gateway, Ticket
 from infergate.http.body import read_json
-from infergate.http.errors import status_for
+from infergate.http.errors import openai_error, status_for
 from infergate.http.headers import compute_headers
 from infergate.http.state import admit, get_state
 from infergate.http.streaming import cancel_on_disconnect, sse_response
@@ -40,7 +40,9 @@ async def _admit(request: Request, path_model: str | None, body: Any) -> Ticket:
 
 
 def _stream_error(exc: InfergateError) -> bytes:
-    return sse.event({"error": {"message": exc.message, "type": exc.kind, "http_status_code": status_for(exc)}})
+    payload = openai_error(exc.message, exc.kind, status_for(exc))
+    payload["error"]["http_status_code"] = status_for(exc)  # TGI's field, read by huggingface_hub
+    return sse.event(payload)
 
 
 async def _start(
