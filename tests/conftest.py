@@ -10,7 +10,6 @@ import pytest
 
 from tests.support.server import Server, start_server
 
-
 # The protocol suites call the shared server anonymously hundreds of times, and compare fresh generations:
 # lift the anonymous tier's limits and turn the result cache off there (test_accounts.py tests both).
 PROTOCOL_SERVER_CONFIG = """

@@ -116,15 +116,21 @@ def _run_admin(args: argparse.Namespace, settings: Settings, store: Any) -> int:
             info = store.revoke_token(args.token)
             print(f"revoked {info.prefix}… of {info.user_name} (running servers refuse it within seconds)")
     elif args.command == "usage":
-        rows = [(r.user_name, r.model, r.requests, r.prompt_tokens, r.generated_tokens, r.cache_hits, r.errors)
-                for r in store.usage_summary(args.name)]  # fmt: skip
-        print(_table(("user", "model", "requests", "prompt tokens", "generated", "cache hits", "errors"), rows))
+        usage = [(r.user_name, r.model, r.requests, r.prompt_tokens, r.generated_tokens, r.cache_hits, r.errors)
+                 for r in store.usage_summary(args.name)]  # fmt: skip
+        print(_table(("user", "model", "requests", "prompt_tokens", "generated", "cache_hits", "errors"), usage))
     return 0
 
 
 def _models(settings: Settings) -> int:
     rows = [
-        (m.id, m.task, ", ".join(m.tiers) if m.tiers else "all", m.source, "startup" if m.load_at_startup else "first use")
+        (
+            m.id,
+            m.task,
+            ", ".join(m.tiers) if m.tiers else "all",
+            m.source,
+            "startup" if m.load_at_startup else "first use",
+        )
         for m in settings.models
     ]
     print(_table(("id", "task", "tiers", "source", "loads at"), rows))

@@ -139,11 +139,13 @@ def test_concurrent_requests_per_user(srv: Server) -> None:
     with httpx.Client(timeout=120) as c, c.stream("POST", f"{srv.base_url}/generate_stream", json=long,
                                                  headers=auth(token)) as first:  # fmt: skip
         assert first.status_code == 200
-        second = httpx.post(srv.model_url, json=BODY, headers=auth(token), timeout=60)
+        # (a cache hit takes no slot, so this one asks for a fresh generation)
+        fresh = {**auth(token), "x-use-cache": "0"}
+        second = httpx.post(srv.model_url, json=BODY, headers=fresh, timeout=60)
         assert second.status_code == 429
         assert "1 at once" in second.json()["error"]
     deadline = time.monotonic() + 10  # closing the stream frees the slot
-    while httpx.post(srv.model_url, json=BODY, headers=auth(token), timeout=60).status_code != 200:
+    while httpx.post(srv.model_url, json=BODY, headers=fresh, timeout=60).status_code != 200:
         assert time.monotonic() < deadline
         time.sleep(0.2)
 

@@ -46,9 +46,7 @@ def namespace() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def pair(
-    tmp_path_factory: pytest.TempPathFactory, database: str, namespace: str
-) -> Iterator[tuple[Server, Server]]:
+def pair(tmp_path_factory: pytest.TempPathFactory, database: str, namespace: str) -> Iterator[tuple[Server, Server]]:
     config = f'redis_namespace = "{namespace}"\n\n[tiers.free]\nrequests = 6\nconcurrent = 16\n'
     env = {"INFERGATE_DATABASE_URL": database, "INFERGATE_REDIS_URL": REDIS_URL}
     servers: list[Server] = []
@@ -73,7 +71,9 @@ def test_two_gateways_share_accounts_limits_cache_and_usage(pair: tuple[Server, 
     with ThreadPoolExecutor(12) as pool:
         bodies = [{"inputs": f"Question {i}:", "parameters": {"max_new_tokens": 2}} for i in range(12)]
         responses = list(
-            pool.map(lambda ub: httpx.post(ub[0], json=ub[1], headers=headers, timeout=120), zip(urls, bodies))
+            pool.map(
+                lambda ub: httpx.post(ub[0], json=ub[1], headers=headers, timeout=120), zip(urls, bodies, strict=True)
+            )
         )
     # One limit of 6 across both processes, exactly.
     assert sorted(r.status_code for r in responses) == [200] * 6 + [429] * 6

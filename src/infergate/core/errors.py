@@ -97,7 +97,6 @@ class NotFoundError(InfergateError):
 
 
 class ModelNotFoundError(NotFoundError):
-
     def __init__(self, model_id: str, available: list[str]) -> None:
         served = ", ".join(available) or "none"
         super().__init__(

@@ -4,23 +4,19 @@ the answer is cached briefly, so the database is off the hot path. No token ever
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import time
 from collections.abc import Callable
 
 from infergate.core.errors import UnauthorizedError
 from infergate.gateway.principal import Principal
 from infergate.store.records import PrincipalRecord
+from infergate.store.store import hash_token
 
-__all__ = ["INVALID_CREDENTIALS", "Authenticator", "hash_token"]
+__all__ = ["INVALID_CREDENTIALS", "Authenticator"]
 
 # The hosted API's words, which clients and users recognise.
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 _MAX_CACHED = 100_000
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class Authenticator:

@@ -192,7 +192,9 @@ class Gateway:
         self, ticket: Ticket, request: GenerationRequest, n: int, *, use_cache: bool
     ) -> tuple[GenerationResult, list[GenerationResult]]:
         """TGI's best_of: n sampled sequences, the one with the highest summed logprob first."""
-        results = await self.generate(ticket, [request] * n, use_cache=use_cache, variant=f"best_of={n}")
+        # One sequence is the same computation as a stream of it: they share a cache entry.
+        variant = f"best_of={n}" if n > 1 else ""
+        results = await self.generate(ticket, [request] * n, use_cache=use_cache, variant=variant)
         ranked = sorted(results, key=lambda r: r.logprob_sum, reverse=True)
         return ranked[0], ranked[1:]
 

@@ -49,8 +49,16 @@ def openai_error(message: str, kind: str, status: int) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": status}}
 
 
+# huggingface_hub turns a body's `error_type` into a typed TGI error, and then skips its own handling of the
+# status (its 429 message reads the RateLimit headers; its 401/403/404 errors are what users catch). So
+# only TGI's own error types are sent as such.
+_TGI_ERROR_TYPES = {"validation", "generation", "overloaded", "incomplete_generation"}
+
+
 def error_payload(exc: errors.InfergateError) -> dict[str, Any]:
-    payload: dict[str, Any] = {"error": exc.message, "error_type": exc.kind}
+    payload: dict[str, Any] = {"error": exc.message}
+    if exc.kind in _TGI_ERROR_TYPES:
+        payload["error_type"] = exc.kind
     if isinstance(exc, errors.ModelLoadingError):
         payload["estimated_time"] = round(exc.estimated_time, 3)
     return payload

