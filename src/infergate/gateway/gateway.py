@@ -39,7 +39,7 @@ class Ticket:
     spec: ModelSpec
     engine: TextGenerator
     tier: TierPolicy
-    quota: Quota
+    quota: Quota | None = None  # set once the request is counted
     started: float = field(default_factory=time.perf_counter)
     prompt_tokens: int = 0
     generated_tokens: int = 0
@@ -87,10 +87,16 @@ class Gateway:
     async def authenticate(self, authorization: str | None, client: str) -> Principal:
         return await self.authenticator.authenticate(authorization, client)
 
-    async def open(self, authorization: str | None, client: str, model_id: str | None, wait: bool) -> Ticket:
+    async def open(self, authorization: str | None, client: str, model_id: str | None) -> Ticket:
+        """Who is calling and for which model (401, 404). The ticket then goes through ``admit``; a request
+        refused there is still accounted to its caller."""
         principal = await self.authenticate(authorization, client)
         spec, engine = self.resolve(model_id)
-        tier = self.tiers[principal.tier]
+        return Ticket(principal, spec, engine, self.tiers[principal.tier])
+
+    async def admit(self, ticket: Ticket, wait: bool) -> None:
+        """Tier gate (403), the request count (429), and the model ready (503, or wait for it)."""
+        principal, spec = ticket.principal, ticket.spec
         if spec.tiers is not None and principal.tier not in spec.tiers:
             who = "you sent no token" if principal.anonymous else f"your token is on the {principal.tier} tier"
             raise ForbiddenError(
@@ -98,10 +104,9 @@ class Gateway:
                 "Use a token of a user on one of those tiers (an admin runs `infergate users set-tier NAME "
                 f"{spec.tiers[0]}`), or call a model that is open to all: GET /v1/models lists them."
             )
-        quota = await self._limiter.count_request(principal, tier)
-        engine.start()  # models that load on first use start now
-        await engine.wait_ready(self._wait_for_model_s if wait else 0.0)
-        return Ticket(principal, spec, engine, tier, quota)
+        ticket.quota = await self._limiter.count_request(principal, ticket.tier)
+        ticket.engine.start()  # models that load on first use start now
+        await ticket.engine.wait_ready(self._wait_for_model_s if wait else 0.0)
 
     def _fit_to_tier(self, ticket: Ticket, request: GenerationRequest) -> GenerationRequest:
         """The tier's priority and max_new_tokens; a server-chosen default shrinks to fit, an asked one is checked."""

@@ -43,7 +43,7 @@ class Accounting:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 ticket = state.get("ticket")
-                if isinstance(ticket, Ticket):
+                if isinstance(ticket, Ticket) and ticket.quota is not None:
                     names = {name.lower() for name, _ in message.get("headers", [])}
                     extra = [
                         (k.lower().encode(), v.encode())

@@ -30,6 +30,8 @@ def get_state(request: Request) -> AppState:
 async def admit(request: Request, model_id: str | None, wait: bool) -> Ticket:
     """Authenticate, gate, count and wait for the model; the ticket rides on the request for accounting."""
     client = request.client.host if request.client else "unknown"
-    ticket = await get_state(request).gateway.open(request.headers.get("authorization"), client, model_id, wait)
+    gateway = get_state(request).gateway
+    ticket = await gateway.open(request.headers.get("authorization"), client, model_id)
     request.state.ticket = ticket
+    await gateway.admit(ticket, wait)
     return ticket
