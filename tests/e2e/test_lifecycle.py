@@ -27,6 +27,9 @@ max_waiting = 1
 [tiers.anonymous]
 concurrent = 64
 
+[cache]
+enabled = false
+
 [[models]]
 id = "{BROKEN_ID}"
 source = "/nonexistent/infergate-test/model.gguf"

@@ -32,6 +32,7 @@ class Server:
     log_path: Path
     health_seen: list[int] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    token: str = ""  # an API token, where the fixture made one
 
     @property
     def base_url(self) -> str:
