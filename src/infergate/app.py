@@ -134,5 +134,6 @@ def run(settings: Settings) -> None:
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
+        access_log=settings.server.access_log,
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s),
     )

@@ -45,6 +45,7 @@ class ServerSettings(_Strict):
     # Seconds in-flight requests get to finish after SIGTERM before they are cut.
     graceful_shutdown_s: float = 30.0
     log_level: str = "info"
+    access_log: bool = True  # one line per request on stderr (uvicorn's); tokens are never in it
     # How long `x-wait-for-model: true` may hold a request while its model loads.
     wait_for_model_s: float = 300.0
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import case, create_engine, event, func, select, text, update
+from sqlalchemy import case, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -186,8 +186,8 @@ class Store:
         """One transaction: the whole batch is written, or none of it."""
         if not rows:
             return
-        with self._session.begin() as s:
-            s.add_all(Usage(**_fields(r)) for r in rows)
+        with self._engine.begin() as connection:  # a Core executemany: thousands of rows a second, cheaply
+            connection.execute(insert(Usage), [_fields(r) for r in rows])
 
     def usage_summary(self, user_name: str | None = None) -> list[UsageSummaryRow]:
         name = func.coalesce(User.name, "(anonymous)")
