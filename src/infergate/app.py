@@ -1,10 +1,12 @@
-"""Composition root: settings -> catalog -> engines -> gateway -> HTTP app; owns startup and shutdown order."""
+"""Composition root: settings -> store, counters, cache -> catalog -> engines -> gateway -> HTTP app.
+Owns startup and shutdown order."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 
 import uvicorn
 from fastapi import FastAPI
@@ -13,21 +15,46 @@ from infergate import __version__
 from infergate.catalog.catalog import Catalog, ModelSpec
 from infergate.core.engine import TextGenerator
 from infergate.engines.textgen.engine import TextGenEngine
+from infergate.gateway.auth import Authenticator
+from infergate.gateway.cache_backends import CacheBackend, FallbackCache, InMemoryCache, RedisCache
+from infergate.gateway.counters import Counters, FallbackCounters, InMemoryCounters, RedisCounters
 from infergate.gateway.gateway import Gateway
+from infergate.gateway.result_cache import ResultCache
+from infergate.gateway.tiers import Limiter, TierPolicy
+from infergate.gateway.usage import UsageRecorder
 from infergate.http.factory import create_app
 from infergate.http.state import AppState
 from infergate.settings import Settings
+from infergate.store.records import UsageRow
+from infergate.store.store import Store
 
-__all__ = ["build_app", "run"]
+__all__ = ["build_app", "open_store", "run"]
 
 log = logging.getLogger(__name__)
 
-# How long `x-wait-for-model: true` may hold a request while its model loads.
-WAIT_FOR_MODEL_S = 300.0
+
+def open_store(settings: Settings) -> Store:
+    """The database, migrated to the current schema (an upgrade keeps every row)."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    store = Store(settings.database_url)
+    store.migrate()
+    return store
 
 
-def build_app(settings: Settings) -> FastAPI:
-    catalog = Catalog(ModelSpec(m.id, m.task, m.source, m.load_at_startup, m.max_total_tokens) for m in settings.models)
+def _counters(settings: Settings) -> Counters:
+    if settings.redis_url:
+        return FallbackCounters(RedisCounters(settings.redis_url), InMemoryCounters())
+    return InMemoryCounters()
+
+
+def _cache_backend(settings: Settings) -> CacheBackend:
+    local = InMemoryCache(settings.cache.max_entries, settings.cache.max_bytes)
+    if settings.redis_url:
+        return FallbackCache(RedisCache(settings.redis_url, prefix=f"{settings.redis_namespace}:cache:"), local)
+    return local
+
+
+def _engines(settings: Settings, catalog: Catalog) -> dict[str, TextGenEngine]:
     engines: dict[str, TextGenEngine] = {}
     for spec in catalog:
         if spec.task != "text-generation":
@@ -42,30 +69,71 @@ def build_app(settings: Settings) -> FastAPI:
             default_max_tokens=settings.engine.default_max_tokens,
             max_total_tokens=spec.max_total_tokens,
         )
+    return engines
+
+
+def build_app(settings: Settings) -> FastAPI:
+    catalog = Catalog(
+        ModelSpec(m.id, m.task, m.source, m.load_at_startup, m.max_total_tokens, m.tiers) for m in settings.models
+    )
+    store = open_store(settings)
+    engines = _engines(settings, catalog)
+    counters = _counters(settings)
+    cache = ResultCache(_cache_backend(settings), settings.cache.ttl_s) if settings.cache.enabled else None
+
+    def write_usage(rows: list[UsageRow], touched: dict[int, datetime]) -> None:
+        if rows:
+            store.record_usage(rows)
+        if touched:
+            store.touch_tokens(touched)
+
+    usage = UsageRecorder(write_usage)
     typed: dict[str, TextGenerator] = dict(engines)
-    gateway = Gateway(catalog, typed, WAIT_FOR_MODEL_S)
+    gateway = Gateway(
+        catalog,
+        typed,
+        authenticator=Authenticator(
+            store.principal_for_hash,
+            allow_anonymous=settings.auth.allow_anonymous,
+            cache_ttl_s=settings.auth.token_cache_ttl_s,
+        ),
+        tiers={name: TierPolicy(name=name, **t.model_dump()) for name, t in settings.tiers.items()},
+        limiter=Limiter(counters, settings.redis_namespace),
+        cache=cache,
+        usage=usage,
+        wait_for_model_s=settings.server.wait_for_model_s,
+        default_max_tokens=settings.engine.default_max_tokens,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Models load in the background: the server answers /health (503) at once, 200 when ready.
-        for engine in engines.values():
-            engine.start()
+        for spec in catalog:
+            if spec.load_at_startup and spec.id in engines:
+                engines[spec.id].start()
+        usage.start()
         yield
-        # uvicorn has already let in-flight requests finish (up to graceful_shutdown_s); end the rest.
+        # uvicorn has already let in-flight requests finish (up to graceful_shutdown_s); end the rest,
+        # then write the last usage rows.
         for engine in engines.values():
             engine.stop()
+        await usage.close()
+        if cache is not None:
+            await cache.close()
+        await counters.close()
+        store.close()
 
-    state = AppState(gateway=gateway, max_body_bytes=settings.server.max_body_bytes, version=__version__)
+    state = AppState(gateway=gateway, store=store, max_body_bytes=settings.server.max_body_bytes, version=__version__)
     return create_app(state, lifespan)
 
 
 def run(settings: Settings) -> None:
-    settings.home.mkdir(parents=True, exist_ok=True)
     app = build_app(settings)
     uvicorn.run(
         app,
         host=settings.server.host,
         port=settings.server.port,
         log_level=settings.server.log_level,
+        access_log=settings.server.access_log,
         timeout_graceful_shutdown=int(settings.server.graceful_shutdown_s),
     )

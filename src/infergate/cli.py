@@ -1,45 +1,164 @@
-"""`infergate` command line: argv -> Settings -> app.run()."""
+"""`infergate` command line: serve, and the admin's account operations against the server's database.
+
+Admin commands open the same database the server uses (the data directory's SQLite file, or
+INFERGATE_DATABASE_URL / `database_url`), so they work while the server runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from infergate import __version__
-from infergate.settings import SettingsError, load_settings
+from infergate.settings import Settings, SettingsError, load_settings
 
 __all__ = ["main"]
+
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infergate", description="A self-hosted Inference API.")
     parser.add_argument("--version", action="version", version=f"infergate {__version__}")
+    parser.add_argument("--config", type=Path, help="a TOML file; it overrides only what it names")
     sub = parser.add_subparsers(dest="command", required=True)
+
     serve = sub.add_parser("serve", help="start the HTTP server")
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
-    serve.add_argument("--config", type=Path, help="a TOML file; it overrides only what it names")
+    serve.add_argument("--config", type=Path, dest="serve_config", help=argparse.SUPPRESS)
+
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
+    create = users.add_parser("create", help="create a user")
+    create.add_argument("name")
+    create.add_argument("--tier", default="free")
+    create.add_argument("--admin", action="store_true", help="may use the /admin/ HTTP API")
+    set_tier = users.add_parser("set-tier", help="move a user to another tier")
+    set_tier.add_argument("name")
+    set_tier.add_argument("tier")
+    users.add_parser("list", help="list users")
+
+    tokens = sub.add_parser("tokens", help="manage API tokens").add_subparsers(dest="action", required=True)
+    tcreate = tokens.add_parser("create", help="create a token for a user (printed once, last line)")
+    tcreate.add_argument("name")
+    tlist = tokens.add_parser("list", help="list a user's tokens")
+    tlist.add_argument("name")
+    revoke = tokens.add_parser("revoke", help="revoke a token (the token, or its prefix)")
+    revoke.add_argument("token")
+
+    usage = sub.add_parser("usage", help="requests and tokens per user and model")
+    usage.add_argument("name", nargs="?")
+
+    models = sub.add_parser("models", help="the catalog").add_subparsers(dest="action", required=True)
+    models.add_parser("list", help="list models with their task and tiers")
     return parser
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[str(c) for c in headers], *[["" if c is None else str(c) for c in row] for row in rows]]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def _check_tier(settings: Settings, tier: str) -> None:
+    tiers = [t for t in settings.tiers if t != "anonymous"]
+    if tier not in tiers:
+        raise SystemExit(f"infergate: unknown tier {tier!r}; the tiers are {', '.join(tiers)}")
+
+
+def _admin(args: argparse.Namespace, settings: Settings) -> int:
+    from infergate.app import open_store
+    from infergate.store.store import StoreError
+
+    store = open_store(settings)
+    try:
+        return _run_admin(args, settings, store)
+    except StoreError as exc:
+        print(f"infergate: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+
+
+def _run_admin(args: argparse.Namespace, settings: Settings, store: Any) -> int:
+    if args.command == "users":
+        if args.action == "create":
+            _check_tier(settings, args.tier)
+            user = store.create_user(args.name, args.tier, args.admin)
+            print(f"created user {user.name} on the {user.tier} tier{' (admin)' if user.admin else ''}")
+            print(f"next: infergate tokens create {user.name}")
+        elif args.action == "set-tier":
+            _check_tier(settings, args.tier)
+            user = store.set_tier(args.name, args.tier)
+            print(f"{user.name} is now on the {user.tier} tier (running servers apply it within seconds)")
+        else:
+            rows = [(u.name, u.tier, "yes" if u.admin else "", u.created_at.isoformat(timespec="seconds"))
+                    for u in store.list_users()]  # fmt: skip
+            print(_table(("name", "tier", "admin", "created"), rows))
+    elif args.command == "tokens":
+        if args.action == "create":
+            token, info = store.create_token(args.name)
+            print(f"token for {info.user_name} (shown once; only its hash is stored):")
+            print(token)
+        elif args.action == "list":
+            rows = [
+                (t.prefix + "…", t.created_at.isoformat(timespec="seconds"),
+                 t.last_used_at.isoformat(timespec="seconds") if t.last_used_at else "never",
+                 "revoked" if t.revoked_at else "active")
+                for t in store.list_tokens(args.name)
+            ]  # fmt: skip
+            print(_table(("token", "created", "last used", "state"), rows))
+        else:
+            info = store.revoke_token(args.token)
+            print(f"revoked {info.prefix}… of {info.user_name} (running servers refuse it within seconds)")
+    elif args.command == "usage":
+        usage = [(r.user_name, r.model, r.requests, r.prompt_tokens, r.generated_tokens, r.cache_hits, r.errors)
+                 for r in store.usage_summary(args.name)]  # fmt: skip
+        print(_table(("user", "model", "requests", "prompt_tokens", "generated", "cache_hits", "errors"), usage))
+    return 0
+
+
+def _models(settings: Settings) -> int:
+    rows = [
+        (
+            m.id,
+            m.task,
+            ", ".join(m.tiers) if m.tiers else "all",
+            m.source,
+            "startup" if m.load_at_startup else "first use",
+        )
+        for m in settings.models
+    ]
+    print(_table(("id", "task", "tiers", "source", "loads at"), rows))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.command == "serve":
-        try:
-            settings = load_settings(args.config, {"server": {"host": args.host, "port": args.port}})
-        except SettingsError as exc:
-            print(f"infergate: {exc}", file=sys.stderr)
-            return 2
-        # The data directory keeps a log of its own, beside the database and caches.
-        logs = settings.home / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(logs / "infergate.log")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logging.getLogger().addHandler(handler)
-        from infergate.app import run  # heavy imports only when serving
+    config = getattr(args, "serve_config", None) or args.config
+    overrides = {"server": {"host": args.host, "port": args.port}} if args.command == "serve" else {}
+    try:
+        settings = load_settings(config, overrides)
+    except SettingsError as exc:
+        print(f"infergate: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "models":
+        return _models(settings)
+    if args.command != "serve":
+        logging.basicConfig(level=logging.WARNING, format=_FORMAT)
+        return _admin(args, settings)
+    logging.basicConfig(level=logging.INFO, format=_FORMAT)
+    # The data directory keeps a log of its own, beside the database and caches.
+    logs = settings.home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(logs / "infergate.log")
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    logging.getLogger().addHandler(handler)
+    from infergate.app import run  # heavy imports only when serving
 
-        run(settings)
+    run(settings)
     return 0

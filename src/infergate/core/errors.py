@@ -3,7 +3,11 @@
 InfergateError
 ├── ValidationError        bad parameters or inputs that parse (TGI's "Input validation error: ...")
 ├── BadRequestError        a body that cannot be understood at all (malformed JSON, wrong shape)
-├── ModelNotFoundError     no catalog entry has that id
+├── UnauthorizedError      no valid token where one is needed
+├── ForbiddenError         the caller's tier may not use this model or route
+├── RateLimitedError       a tier limit is reached (carries the quota, for RateLimit headers)
+├── NotFoundError          no such thing (a user, a token)
+│   └── ModelNotFoundError no catalog entry has that id
 ├── PayloadTooLargeError   body over the configured limit
 ├── OverloadedError        the engine's waiting queue is full
 ├── ModelLoadingError      the model is not ready yet (carries an estimated time)
@@ -14,13 +18,20 @@ InfergateError
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 __all__ = [
     "BadRequestError",
+    "ForbiddenError",
+    "Quota",
+    "RateLimitedError",
+    "UnauthorizedError",
     "GenerationError",
     "InfergateError",
     "ModelLoadFailedError",
     "ModelLoadingError",
     "ModelNotFoundError",
+    "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
     "ShuttingDownError",
@@ -54,9 +65,38 @@ class BadRequestError(InfergateError):
     kind = "bad_request"
 
 
-class ModelNotFoundError(InfergateError):
+class UnauthorizedError(InfergateError):
+    kind = "unauthorized"
+
+
+class ForbiddenError(InfergateError):
+    kind = "forbidden"
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """Where a caller stands against one limit, as the IETF RateLimit headers tell it."""
+
+    policy: str  # "api" (requests), "tokens", "concurrency"
+    limit: int
+    remaining: int
+    reset_s: float
+    window_s: float
+
+
+class RateLimitedError(InfergateError):
+    kind = "rate_limited"
+
+    def __init__(self, message: str, quota: Quota) -> None:
+        super().__init__(message)
+        self.quota = quota
+
+
+class NotFoundError(InfergateError):
     kind = "not_found"
 
+
+class ModelNotFoundError(NotFoundError):
     def __init__(self, model_id: str, available: list[str]) -> None:
         served = ", ".join(available) or "none"
         super().__init__(

@@ -35,3 +35,5 @@ class StoppingParams:
     # TGI keeps the stop sequence in the text; OpenAI leaves it out.
     include_stop_in_output: bool = True
     ignore_eos: bool = False
+    # A default chosen by the server rather than asked for: shorten it to fit the context instead of a 422.
+    clamp_to_context: bool = False

@@ -1,26 +1,76 @@
-"""The Gateway facade the HTTP layer calls: model id -> ready engine -> generations."""
+"""The Gateway facade the HTTP layer calls: who is calling, may they, how much, from the cache or the engine.
+
+    open():     authenticate -> resolve the model -> tier gate (403) -> count the request (429) -> ready (503)
+    generate(): tier's max_new_tokens -> cache lookup -> reserve tokens + a concurrency slot -> engine
+                -> settle the reservation, release the slot, store the result
+    finish():   one usage record per HTTP request, written off the hot path
+
+Access is checked before the cache, so a cached answer of a gated model never reaches another tier.
+"""
 
 from __future__ import annotations
 
-import asyncio
+import time
 from collections.abc import AsyncGenerator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 
 from infergate.catalog.catalog import Catalog, ModelSpec
 from infergate.core.engine import TextGenerator
-from infergate.core.errors import BadRequestError
+from infergate.core.errors import BadRequestError, ForbiddenError, Quota, ValidationError
 from infergate.core.outputs import GenerationResult, PromptInfo, StepEvent, collect
 from infergate.core.requests import GenerationRequest
+from infergate.gateway.auth import Authenticator
+from infergate.gateway.fanout import merge
+from infergate.gateway.principal import Principal
+from infergate.gateway.result_cache import ResultCache, replay
+from infergate.gateway.tiers import Limiter, TierPolicy
+from infergate.gateway.usage import UsageRecorder
+from infergate.store.records import UsageRow
 
-__all__ = ["Gateway"]
+__all__ = ["Gateway", "Ticket"]
+
+
+@dataclass
+class Ticket:
+    """One admitted HTTP request: who, which model, where they stand; usage fields fill in as it runs."""
+
+    principal: Principal
+    spec: ModelSpec
+    engine: TextGenerator
+    tier: TierPolicy
+    quota: Quota | None = None  # set once the request is counted
+    started: float = field(default_factory=time.perf_counter)
+    prompt_tokens: int = 0
+    generated_tokens: int = 0
+    cached: bool = False
 
 
 class Gateway:
-    def __init__(self, catalog: Catalog, engines: Mapping[str, TextGenerator], wait_for_model_s: float) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        engines: Mapping[str, TextGenerator],
+        *,
+        authenticator: Authenticator,
+        tiers: Mapping[str, TierPolicy],
+        limiter: Limiter,
+        cache: ResultCache | None,
+        usage: UsageRecorder | None,
+        wait_for_model_s: float,
+        default_max_tokens: int,
+    ) -> None:
         self.catalog = catalog
+        self.authenticator = authenticator
+        self.tiers = tiers
         self._engines = engines
+        self._limiter = limiter
+        self._cache = cache
+        self._usage = usage
         self._wait_for_model_s = wait_for_model_s
+        self._default_max_tokens = default_max_tokens
 
+    # -- admission ---------------------------------------------------------------------------------------
     def resolve(self, model_id: str | None) -> tuple[ModelSpec, TextGenerator]:
         spec = self.catalog.resolve(model_id)
         engine = self._engines.get(spec.id)
@@ -34,34 +84,170 @@ class Gateway:
     def engines(self) -> Mapping[str, TextGenerator]:
         return self._engines
 
-    async def ready(self, engine: TextGenerator, wait: bool) -> None:
-        """Raise ModelLoadingError at once, or (``wait``) block until the model is ready or the bound passes."""
-        await engine.wait_ready(self._wait_for_model_s if wait else 0.0)
+    async def authenticate(self, authorization: str | None, client: str) -> Principal:
+        return await self.authenticator.authenticate(authorization, client)
 
-    def stream(self, engine: TextGenerator, request: GenerationRequest) -> AsyncGenerator[PromptInfo | StepEvent, None]:
-        return engine.generate(request)
+    async def open(self, authorization: str | None, client: str, model_id: str | None) -> Ticket:
+        """Who is calling and for which model (401, 404). The ticket then goes through ``admit``; a request
+        refused there is still accounted to its caller."""
+        principal = await self.authenticate(authorization, client)
+        spec, engine = self.resolve(model_id)
+        return Ticket(principal, spec, engine, self.tiers[principal.tier])
 
-    async def generate(self, engine: TextGenerator, requests: list[GenerationRequest]) -> list[GenerationResult]:
-        """Run the requests concurrently; results in request order. One failure cancels the rest."""
-        if len(requests) == 1:
-            return [await collect(engine.generate(requests[0]))]
-        tasks = [asyncio.create_task(collect(engine.generate(r))) for r in requests]
+    async def admit(self, ticket: Ticket, wait: bool) -> None:
+        """Tier gate (403), the request count (429), and the model ready (503, or wait for it)."""
+        principal, spec = ticket.principal, ticket.spec
+        if spec.tiers is not None and principal.tier not in spec.tiers:
+            who = "you sent no token" if principal.anonymous else f"your token is on the {principal.tier} tier"
+            raise ForbiddenError(
+                f"Model {spec.id} is available to the {' and '.join(spec.tiers)} tiers only; {who}. "
+                "Use a token of a user on one of those tiers (an admin runs `infergate users set-tier NAME "
+                f"{spec.tiers[0]}`), or call a model that is open to all: GET /v1/models lists them."
+            )
+        ticket.quota = await self._limiter.count_request(principal, ticket.tier)
+        ticket.engine.start()  # models that load on first use start now
+        await ticket.engine.wait_ready(self._wait_for_model_s if wait else 0.0)
+
+    def _fit_to_tier(self, ticket: Ticket, request: GenerationRequest) -> GenerationRequest:
+        """The tier's priority and max_new_tokens; a server-chosen default shrinks to fit, an asked one is checked."""
+        tier = ticket.tier
+        wanted = request.stopping.max_new_tokens
+        if wanted is None:
+            cap = min(tier.max_new_tokens, self._default_max_tokens)
+            stopping = replace(request.stopping, max_new_tokens=cap, clamp_to_context=True)
+            return replace(request, stopping=stopping, priority=tier.priority)
+        if wanted > tier.max_new_tokens:
+            raise ValidationError(
+                f"`max_new_tokens` must be <= {tier.max_new_tokens}. Given: {wanted} "
+                f"(the limit of the {tier.name} tier; ask for fewer tokens or for a higher tier)"
+            )
+        return replace(request, priority=tier.priority)
+
+    # -- running -----------------------------------------------------------------------------------------
+    async def generate(
+        self, ticket: Ticket, requests: list[GenerationRequest], *, use_cache: bool, variant: str = ""
+    ) -> list[GenerationResult]:
+        """Run the requests (several: best_of, n, a list of prompts) together; results in request order."""
+        requests = [self._fit_to_tier(ticket, r) for r in requests]
+        key = ResultCache.key(ticket.spec.id, ticket.spec.task, requests, variant) if self._cache else ""
+        if self._cache is not None and use_cache:
+            hit = await self._cache.get(key)
+            if hit is not None:
+                ticket.cached = True
+                self._count(ticket, hit)
+                return hit
+        reservation = await self._limiter.reserve_tokens(
+            ticket.principal, ticket.tier, sum(r.stopping.max_new_tokens or 0 for r in requests)
+        )
+        results: list[GenerationResult] = []
         try:
-            return list(await asyncio.gather(*tasks))
+            slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
+            try:
+                if len(requests) == 1:
+                    results = [await collect(ticket.engine.generate(requests[0]))]
+                else:
+                    results = await _together(ticket.engine, requests)
+            finally:
+                await self._limiter.release_slot(slot)
         finally:
-            for task in tasks:
-                task.cancel()
+            await self._limiter.settle(reservation, sum(r.generated_tokens for r in results))
+        self._count(ticket, results)
+        if self._cache is not None:
+            await self._cache.put(key, results)
+        return results
+
+    async def stream(
+        self, ticket: Ticket, requests: list[GenerationRequest], *, use_cache: bool
+    ) -> AsyncGenerator[tuple[int, PromptInfo | StepEvent], None]:
+        """The requests' events, tagged with the request's index, as they come. Limits and the cache are
+        decided before the first event; only streams that all ran to their end are stored."""
+        requests = [self._fit_to_tier(ticket, r) for r in requests]
+        key = ResultCache.key(ticket.spec.id, ticket.spec.task, requests) if self._cache else ""
+        if self._cache is not None and use_cache:
+            hit = await self._cache.get(key)
+            if hit is not None:
+                ticket.cached = True
+                self._count(ticket, hit)
+                for index, result in enumerate(hit):
+                    async for event in replay(result):
+                        yield index, event
+                return
+        reservation = await self._limiter.reserve_tokens(
+            ticket.principal, ticket.tier, sum(r.stopping.max_new_tokens or 0 for r in requests)
+        )
+        kept: list[list[PromptInfo | StepEvent]] = [[] for _ in requests]
+        try:
+            slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
+            try:
+                async for index, event in merge([ticket.engine.generate(r) for r in requests]):
+                    if isinstance(event, PromptInfo):
+                        ticket.prompt_tokens += event.input_length if index == 0 else 0
+                    else:
+                        ticket.generated_tokens += 1
+                    kept[index].append(event)
+                    yield index, event
+            finally:
+                await self._limiter.release_slot(slot)
+        finally:
+            await self._limiter.settle(reservation, ticket.generated_tokens)
+        if self._cache is not None:
+            await self._cache.put(key, [await collect(_iterate(events)) for events in kept])
 
     async def best_of(
-        self, engine: TextGenerator, request: GenerationRequest, n: int
+        self, ticket: Ticket, request: GenerationRequest, n: int, *, use_cache: bool
     ) -> tuple[GenerationResult, list[GenerationResult]]:
         """TGI's best_of: n sampled sequences, the one with the highest summed logprob first."""
-        if n == 1:
-            return (await self.generate(engine, [request]))[0], []
-        results = await self.generate(engine, [request] * n)
+        # One sequence is the same computation as a stream of it: they share a cache entry.
+        variant = f"best_of={n}" if n > 1 else ""
+        results = await self.generate(ticket, [request] * n, use_cache=use_cache, variant=variant)
         ranked = sorted(results, key=lambda r: r.logprob_sum, reverse=True)
         return ranked[0], ranked[1:]
 
     @staticmethod
     def with_seed(request: GenerationRequest, seed: int | None) -> GenerationRequest:
         return replace(request, sampling=replace(request.sampling, seed=seed))
+
+    # -- accounting --------------------------------------------------------------------------------------
+    @staticmethod
+    def _count(ticket: Ticket, results: list[GenerationResult]) -> None:
+        ticket.prompt_tokens = sum(r.input_length for r in results[:1])
+        ticket.generated_tokens = sum(r.generated_tokens for r in results)
+
+    async def flush_usage(self) -> None:
+        if self._usage is not None:
+            await self._usage.flush()
+
+    def finish(self, ticket: Ticket, status: int) -> None:
+        """Record the request's usage (called once, when its response has been sent)."""
+        if self._usage is None:
+            return
+        p = ticket.principal
+        if p.token_id is not None:
+            self._usage.touch(p.token_id)
+        self._usage.record(
+            UsageRow(
+                user_id=p.user_id,
+                token_id=p.token_id,
+                model=ticket.spec.id,
+                task=ticket.spec.task,
+                prompt_tokens=ticket.prompt_tokens,
+                generated_tokens=ticket.generated_tokens,
+                cached=ticket.cached,
+                status=status,
+                duration_ms=(time.perf_counter() - ticket.started) * 1000,
+                created_at=datetime.now(UTC),
+            )
+        )
+
+
+async def _together(engine: TextGenerator, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    """Run several generations at once (the engine interleaves them); results in request order."""
+    events: list[list[PromptInfo | StepEvent]] = [[] for _ in requests]
+    async for index, event in merge([engine.generate(r) for r in requests]):
+        events[index].append(event)
+    return [await collect(_iterate(e)) for e in events]
+
+
+async def _iterate(items: list[PromptInfo | StepEvent]) -> AsyncGenerator[PromptInfo | StepEvent, None]:
+    for item in items:
+        yield item

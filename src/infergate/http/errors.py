@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,15 +11,19 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infergate.core import errors
+from infergate.http.accounting import quota_headers
 
-__all__ = ["error_payload", "install_error_handlers", "openai_error", "status_for"]
+__all__ = ["error_headers", "error_payload", "install_error_handlers", "openai_error", "status_for"]
 
 log = logging.getLogger(__name__)
 
 _STATUS: dict[type[errors.InfergateError], int] = {
     errors.ValidationError: 422,
     errors.BadRequestError: 400,
-    errors.ModelNotFoundError: 404,
+    errors.UnauthorizedError: 401,
+    errors.ForbiddenError: 403,
+    errors.RateLimitedError: 429,
+    errors.NotFoundError: 404,
     errors.PayloadTooLargeError: 413,
     errors.OverloadedError: 429,
     errors.GenerationError: 424,
@@ -44,24 +49,37 @@ def openai_error(message: str, kind: str, status: int) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": status}}
 
 
+# huggingface_hub turns a body's `error_type` into a typed TGI error, and then skips its own handling of the
+# status (its 429 message reads the RateLimit headers; its 401/403/404 errors are what users catch). So
+# only TGI's own error types are sent as such.
+_TGI_ERROR_TYPES = {"validation", "generation", "overloaded", "incomplete_generation"}
+
+
 def error_payload(exc: errors.InfergateError) -> dict[str, Any]:
-    payload: dict[str, Any] = {"error": exc.message, "error_type": exc.kind}
+    payload: dict[str, Any] = {"error": exc.message}
+    if exc.kind in _TGI_ERROR_TYPES:
+        payload["error_type"] = exc.kind
     if isinstance(exc, errors.ModelLoadingError):
         payload["estimated_time"] = round(exc.estimated_time, 3)
     return payload
 
 
+def error_headers(exc: errors.InfergateError) -> dict[str, str] | None:
+    if isinstance(exc, errors.ModelLoadingError):
+        return {"Retry-After": str(max(1, round(exc.estimated_time)))}
+    if isinstance(exc, errors.RateLimitedError):
+        return {**quota_headers(exc.quota), "Retry-After": str(max(1, math.ceil(exc.quota.reset_s)))}
+    if isinstance(exc, errors.UnauthorizedError):
+        return {"WWW-Authenticate": "Bearer"}
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.InfergateError)
     async def _infergate(request: Request, exc: errors.InfergateError) -> JSONResponse:
-        headers = (
-            {"Retry-After": str(max(1, round(exc.estimated_time)))}
-            if isinstance(exc, errors.ModelLoadingError)
-            else None
-        )
         status = status_for(exc)
         payload = openai_error(exc.message, exc.kind, status) if _openai_route(request.url.path) else error_payload(exc)
-        return JSONResponse(payload, status_code=status, headers=headers)
+        return JSONResponse(payload, status_code=status, headers=error_headers(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -8,9 +8,10 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
+from infergate.http.accounting import Accounting
 from infergate.http.errors import install_error_handlers
 from infergate.http.middleware import BodyLimit
-from infergate.http.routes import hf, openai, ops
+from infergate.http.routes import admin, hf, openai, ops
 from infergate.http.state import AppState
 from infergate.http.streaming import ClientGone
 
@@ -30,6 +31,7 @@ def create_app(
     # Order matters: `/models/{id:path}` would swallow `/models/{id}/v1/chat/completions` and `/health`.
     app.include_router(openai.router)
     app.include_router(ops.router)
+    app.include_router(admin.router)
     app.include_router(hf.router)
     hf.model_routes(app.router)
     install_error_handlers(app)
@@ -38,5 +40,6 @@ def create_app(
     async def _gone(request: Request, exc: ClientGone) -> Response:
         return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
 
+    app.add_middleware(Accounting, finish=state.gateway.finish)
     app.add_middleware(BodyLimit, limit=state.max_body_bytes)
     return app

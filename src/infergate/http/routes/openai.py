@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
@@ -9,18 +10,16 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from infergate.core.engine import TextGenerator
 from infergate.core.errors import InfergateError
 from infergate.core.outputs import PromptInfo, StepEvent
 from infergate.core.requests import GenerationRequest
-from infergate.gateway.fanout import merge
-from infergate.gateway.gateway import Gateway
+from infergate.gateway.gateway import Gateway, Ticket
 from infergate.http.body import read_json
 from infergate.http.errors import openai_error, status_for
 from infergate.http.headers import compute_headers
-from infergate.http.state import get_state
+from infergate.http.state import admit, get_state
 from infergate.http.streaming import cancel_on_disconnect, sse_response
-from infergate.http.textgen import wants_to_wait
+from infergate.http.textgen import compute_type, use_cache, wants_to_wait
 from infergate.protocols import sse
 from infergate.protocols.openai import convert
 
@@ -33,14 +32,11 @@ router = APIRouter()
 _PLACEHOLDER_MODELS = {None, "", "dummy", "tgi"}
 
 
-async def _engine_for(request: Request, path_model: str | None, body: Any) -> tuple[str, TextGenerator]:
-    gateway = get_state(request).gateway
+async def _admit(request: Request, path_model: str | None, body: Any) -> Ticket:
     name = path_model
     if name is None and isinstance(body, dict) and body.get("model") not in _PLACEHOLDER_MODELS:
         name = body.get("model") if isinstance(body.get("model"), str) else None
-    spec, engine = gateway.resolve(name)
-    await gateway.ready(engine, wants_to_wait(request, body))
-    return spec.id, engine
+    return await admit(request, name, wants_to_wait(request, body))
 
 
 def _stream_error(exc: InfergateError) -> bytes:
@@ -49,19 +45,35 @@ def _stream_error(exc: InfergateError) -> bytes:
     return sse.event(payload)
 
 
-async def _start(streams: list[AsyncGenerator[PromptInfo | StepEvent, None]]) -> list[PromptInfo]:
-    """Pull each stream's PromptInfo so that bad prompts fail with an HTTP status before the 200 starts."""
-    infos = []
+async def _start(
+    events: AsyncGenerator[tuple[int, PromptInfo | StepEvent], None], n: int
+) -> tuple[list[PromptInfo], list[tuple[int, StepEvent]]]:
+    """Pull events until every choice has its PromptInfo, so that a bad prompt or a limit fails with an HTTP
+    status before the 200 starts; returns the infos and any step events already pulled."""
+    infos: dict[int, PromptInfo] = {}
+    early: list[tuple[int, StepEvent]] = []
     try:
-        for s in streams:
-            first = await anext(s)
-            assert isinstance(first, PromptInfo)
-            infos.append(first)
+        while len(infos) < n:
+            index, event = await anext(events)
+            if isinstance(event, PromptInfo):
+                infos[index] = event
+            else:
+                early.append((index, event))
     except BaseException:
-        for s in streams:
-            await s.aclose()
+        await events.aclose()
         raise
-    return infos
+    return [infos[i] for i in range(n)], early
+
+
+async def _replayed(
+    early: list[tuple[int, StepEvent]], events: AsyncGenerator[tuple[int, PromptInfo | StepEvent], None]
+) -> AsyncIterator[tuple[int, StepEvent]]:
+    for item in early:
+        yield item
+    async with contextlib.aclosing(events):
+        async for index, event in events:
+            assert isinstance(event, StepEvent)
+            yield index, event
 
 
 def _seeded(gateway: Gateway, base: GenerationRequest, n: int) -> list[GenerationRequest]:
@@ -71,49 +83,47 @@ def _seeded(gateway: Gateway, base: GenerationRequest, n: int) -> list[Generatio
 
 
 async def _chat(request: Request, path_model: str | None) -> Response:
-    started = time.perf_counter()
     body = await read_json(request)
-    model, engine = await _engine_for(request, path_model, body)
+    ticket = await _admit(request, path_model, body)
     gateway = get_state(request).gateway
+    engine, model = ticket.engine, ticket.spec.id
     call = convert.parse_chat(body, engine.limits())
-    prompt = await engine.render_chat(convert.messages_for_template(call.wire))
+    messages = convert.messages_for_template(call.wire)
+    prompt = await engine.render_chat(messages)
     max_tokens = call.wire.max_completion_tokens or call.wire.max_tokens
     base = convert.build_request(
         call.wire, prompt, max_tokens=max_tokens, top_n=call.top_logprobs, add_special_tokens=False
     )
     requests = _seeded(gateway, base, call.n)
     request_id = convert.new_id("chatcmpl")
-    characters = sum(len(m["content"]) for m in convert.messages_for_template(call.wire))
+    characters = sum(len(m["content"]) for m in messages)
+    cache = use_cache(request, body)
     if not call.stream:
-        results = await cancel_on_disconnect(request, gateway.generate(engine, requests))
+        results = await cancel_on_disconnect(request, gateway.generate(ticket, requests, use_cache=cache))
         payload = convert.chat_response(call, model, request_id, results)
-        usage = payload["usage"]
-        headers = compute_headers(
-            engine.compute_type, started, characters, usage["prompt_tokens"], usage["completion_tokens"]
-        )
-        return JSONResponse(payload, headers=headers)
-    streams = [gateway.stream(engine, r) for r in requests]
-    infos = await _start(streams)
+        return JSONResponse(payload, headers=_headers(ticket, characters))
+    events = gateway.stream(ticket, requests, use_cache=cache)
+    infos, early = await _start(events, call.n)
     created = int(time.time())
 
     async def chunks() -> AsyncIterator[bytes]:
         generated = 0
         try:
-            async for index, event in merge(streams):
-                assert isinstance(event, StepEvent)
+            async for index, event in _replayed(early, events):
                 generated += 1
                 logprobs = None
                 if call.logprobs:
                     logprobs = convert.chat_logprobs([event.token], [event.top_tokens])
                 if not event.text and event.finish_reason is None and logprobs is None:
                     continue  # nothing to show yet (an incomplete character, or a held-back stop prefix)
+                delta = {"role": "assistant", "content": event.text}
                 yield sse.event(
                     convert.chat_chunk(
                         model,
                         request_id,
                         created,
                         index=index,
-                        delta={"role": "assistant", "content": event.text},
+                        delta=delta,
                         finish=event.finish_reason,
                         logprobs=logprobs,
                     )
@@ -126,12 +136,21 @@ async def _chat(request: Request, path_model: str | None) -> Response:
             yield sse.event(convert.chat_chunk(model, request_id, created, usage_=usage))
         yield sse.DONE
 
-    headers = {
-        "x-compute-type": engine.compute_type,
+    return sse_response(chunks(), _stream_headers(ticket, characters, infos[0].input_length))
+
+
+def _headers(ticket: Ticket, characters: int) -> dict[str, str]:
+    return compute_headers(
+        compute_type(ticket), ticket.started, characters, ticket.prompt_tokens, ticket.generated_tokens
+    )
+
+
+def _stream_headers(ticket: Ticket, characters: int, prompt_tokens: int) -> dict[str, str]:
+    return {
+        "x-compute-type": compute_type(ticket),
         "x-compute-characters": str(characters),
-        "x-prompt-tokens": str(infos[0].input_length),
+        "x-prompt-tokens": str(prompt_tokens),
     }
-    return sse_response(chunks(), headers)
 
 
 @router.post("/v1/chat/completions", summary="OpenAI chat completions")
@@ -146,11 +165,11 @@ async def model_chat(model_id: str, request: Request) -> Response:
 
 @router.post("/v1/completions", summary="OpenAI completions")
 async def completions(request: Request) -> Response:
-    started = time.perf_counter()
     body = await read_json(request)
-    model, engine = await _engine_for(request, None, body)
+    ticket = await _admit(request, None, body)
     gateway = get_state(request).gateway
-    call = convert.parse_completion(body, engine.limits())
+    model = ticket.spec.id
+    call = convert.parse_completion(body, ticket.engine.limits())
     max_tokens = call.wire.max_tokens or convert.COMPLETION_DEFAULT_MAX_TOKENS
     top_n = call.logprobs or 0
     requests: list[GenerationRequest] = []
@@ -161,16 +180,13 @@ async def completions(request: Request) -> Response:
         owners += [p_index] * call.n
     request_id = convert.new_id("cmpl")
     characters = sum(len(p) for p in call.prompts)
+    cache = use_cache(request, body)
     if not call.stream:
-        results = await cancel_on_disconnect(request, gateway.generate(engine, requests))
+        results = await cancel_on_disconnect(request, gateway.generate(ticket, requests, use_cache=cache))
         payload = convert.completion_response(call, model, request_id, list(zip(owners, results, strict=True)))
-        usage = payload["usage"]
-        headers = compute_headers(
-            engine.compute_type, started, characters, usage["prompt_tokens"], usage["completion_tokens"]
-        )
-        return JSONResponse(payload, headers=headers)
-    streams = [gateway.stream(engine, r) for r in requests]
-    infos = await _start(streams)
+        return JSONResponse(payload, headers=_headers(ticket, characters))
+    events = gateway.stream(ticket, requests, use_cache=cache)
+    infos, early = await _start(events, len(requests))
     created = int(time.time())
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -181,8 +197,7 @@ async def completions(request: Request) -> Response:
                     convert.completion_chunk(model, request_id, created, index=index, text=call.prompts[owner])
                 )
         try:
-            async for index, event in merge(streams):
-                assert isinstance(event, StepEvent)
+            async for index, event in _replayed(early, events):
                 generated += 1
                 if not event.text and event.finish_reason is None:
                     continue
@@ -200,5 +215,4 @@ async def completions(request: Request) -> Response:
             yield sse.event(convert.completion_chunk(model, request_id, created, usage_=usage))
         yield sse.DONE
 
-    headers = {"x-compute-type": engine.compute_type, "x-compute-characters": str(characters)}
-    return sse_response(chunks(), headers)
+    return sse_response(chunks(), _stream_headers(ticket, characters, sum(i.input_length for i in infos[:: call.n])))

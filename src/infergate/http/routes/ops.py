@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from infergate.core.engine import TextGenerator
 from infergate.core.errors import ValidationError
 from infergate.http.body import read_json
-from infergate.http.state import get_state
+from infergate.http.state import admit, get_state
 from infergate.observability.metrics import render_metrics
 from infergate.protocols.tgi.convert import EXAMPLE
 
@@ -91,10 +91,9 @@ async def tokenize(request: Request) -> list[dict[str, Any]]:
     inputs = body.get("inputs") if isinstance(body, dict) else body
     if not isinstance(inputs, str):
         raise ValidationError(f"`inputs` must be a string. Expected a body like {EXAMPLE}")
-    gateway = get_state(request).gateway
-    _, engine = gateway.resolve(body.get("model") if isinstance(body, dict) else None)
-    await gateway.ready(engine, False)
-    spans = await engine.tokenize(inputs)
+    model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
+    ticket = await admit(request, model, wait=False)
+    spans = await ticket.engine.tokenize(inputs)
     return [{"id": s.id, "text": s.text, "start": s.start, "stop": s.stop} for s in spans]
 
 
@@ -111,6 +110,7 @@ async def models(request: Request) -> dict[str, Any]:
                 "created": 0,
                 "owned_by": spec.id.split("/")[0],
                 "task": spec.task,
+                "tiers": list(spec.tiers) if spec.tiers is not None else sorted(gateway.tiers),
                 "state": engine.state().status if engine else "unsupported",
             }
         )

@@ -1,0 +1,78 @@
+"""API tokens -> Principal. Tokens are looked up by their SHA-256 (the store compares in constant time) and
+the answer is cached briefly, so the database is off the hot path. No token ever reaches a log line."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from infergate.core.errors import UnauthorizedError
+from infergate.gateway.principal import Principal
+from infergate.store.records import PrincipalRecord
+from infergate.store.store import hash_token
+
+__all__ = ["INVALID_CREDENTIALS", "Authenticator"]
+
+# The hosted API's words, which clients and users recognise.
+INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+_MAX_CACHED = 100_000
+
+
+class Authenticator:
+    def __init__(
+        self,
+        lookup: Callable[[str], PrincipalRecord | None],
+        *,
+        allow_anonymous: bool,
+        cache_ttl_s: float,
+    ) -> None:
+        """``lookup`` is the store's (blocking) token_hash -> record; it runs in a worker thread."""
+        self._lookup = lookup
+        self._allow_anonymous = allow_anonymous
+        self._ttl = cache_ttl_s
+        self._cache: dict[str, tuple[float, PrincipalRecord | None]] = {}
+
+    async def authenticate(self, authorization: str | None, client: str) -> Principal:
+        """``client`` (the peer address) identifies anonymous callers for their limits."""
+        token = _bearer(authorization)
+        if token is None:
+            if not self._allow_anonymous:
+                raise UnauthorizedError(
+                    "This server requires an API token: send `Authorization: Bearer <token>`. "
+                    "An admin creates one with `infergate tokens create USER`."
+                )
+            return Principal(key=f"anon:{client}", tier="anonymous")
+        digest = hash_token(token)
+        now = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > now:
+            record = cached[1]
+        else:
+            record = await asyncio.to_thread(self._lookup, digest)
+            if len(self._cache) >= _MAX_CACHED:
+                self._cache.clear()
+            self._cache[digest] = (now + self._ttl, record)
+        if record is None or record.revoked:
+            raise UnauthorizedError(INVALID_CREDENTIALS)
+        return Principal(
+            key=f"user:{record.user_id}",
+            tier=record.tier,
+            user_id=record.user_id,
+            user_name=record.user_name,
+            token_id=record.token_id,
+            admin=record.admin,
+        )
+
+    def forget(self) -> None:
+        """Drop cached answers (after a revocation or a tier change made in this process)."""
+        self._cache.clear()
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise UnauthorizedError(INVALID_CREDENTIALS)
+    return value.strip()

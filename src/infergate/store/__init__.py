@@ -1,0 +1,1 @@
+"""The database: users, API tokens and usage, through SQLAlchemy, with Alembic migrations."""
