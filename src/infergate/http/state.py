@@ -10,7 +10,7 @@ from fastapi import Request
 from infergate.gateway.gateway import Gateway, Ticket
 from infergate.store.store import Store
 
-__all__ = ["AppState", "admit", "get_state"]
+__all__ = ["AppState", "admit", "client_address", "get_state"]
 
 
 @dataclass
@@ -27,11 +27,15 @@ def get_state(request: Request) -> AppState:
     return state
 
 
+def client_address(request: Request) -> str:
+    """Who an anonymous caller is, for their limits."""
+    return request.client.host if request.client else "unknown"
+
+
 async def admit(request: Request, model_id: str | None, wait: bool) -> Ticket:
     """Authenticate, gate, count and wait for the model; the ticket rides on the request for accounting."""
-    client = request.client.host if request.client else "unknown"
     gateway = get_state(request).gateway
-    ticket = await gateway.open(request.headers.get("authorization"), client, model_id)
+    ticket = await gateway.open(request.headers.get("authorization"), client_address(request), model_id)
     request.state.ticket = ticket
     await gateway.admit(ticket, wait)
     return ticket

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict
 
 from infergate.core.errors import BadRequestError, ForbiddenError, NotFoundError
 from infergate.http.body import read_json
-from infergate.http.state import get_state
+from infergate.http.state import client_address, get_state
 from infergate.protocols.wire import parse_wire
 from infergate.store.store import Store, StoreConflict, StoreError, StoreNotFound
 
@@ -40,8 +40,7 @@ class _Revoke(BaseModel):
 
 async def _store(request: Request) -> Store:
     state = get_state(request)
-    client = request.client.host if request.client else "unknown"
-    principal = await state.gateway.authenticate(request.headers.get("authorization"), client)
+    principal = await state.gateway.authenticate(request.headers.get("authorization"), client_address(request))
     if not principal.admin:
         raise ForbiddenError(
             "The admin API needs an admin's token; create one on the server with "
