@@ -6,9 +6,12 @@ first characters are stored; the token itself is returned once, when created.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -75,11 +78,26 @@ class Store:
         """Bring the schema to the newest revision; safe at every start, keeps every row."""
         config = Config()
         config.set_main_option("script_location", str(_MIGRATIONS))
-        with self._engine.begin() as connection:
-            if not self._sqlite:  # two gateways starting together must not both create the tables
+        # Two processes starting together (the server and a CLI command, or two gateways) must not both
+        # create the tables: a file lock beside a SQLite database, an advisory lock on PostgreSQL.
+        with self._sqlite_lock(), self._engine.begin() as connection:
+            if not self._sqlite:
                 connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_MIGRATION_LOCK})
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
+
+    @contextlib.contextmanager
+    def _sqlite_lock(self) -> Iterator[None]:
+        db_path = self.url.split("///", 1)[-1] if self._sqlite else ""
+        if not db_path or db_path == ":memory:":
+            yield
+            return
+        with open(f"{db_path}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # -- users -------------------------------------------------------------------------------------------
     def create_user(self, name: str, tier: str, admin: bool = False) -> UserInfo:
@@ -214,10 +232,12 @@ class Store:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL lets the CLI write while the server reads; the busy timeout makes writers wait, not fail.
+    # The timeout first: switching a new file to WAL takes a lock another process may hold for a moment.
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
+    if cursor.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":  # WAL stays set on the file
+        cursor.execute("PRAGMA journal_mode=WAL")
     cursor.close()
 
 
