@@ -129,7 +129,8 @@ def test_client_leaving_mid_stream_frees_its_place(server: Server, client: httpx
                 arrivals.append(time.monotonic())
                 if len(arrivals) == 3:
                     break
-        assert active_sequences(server) == 1, "the stream should still be generating"
+        seen = [active_sequences(server) for _ in range(5)]
+        assert 1 in seen, f"the stream should still be generating; /metrics said {seen}"
     # Leaving the `with` closed the connection after 3 of 400 tokens.
     took = wait_until_idle(server, within=3.0)
     per_token = max((arrivals[2] - arrivals[0]) / 2, seconds_per_token(server))
