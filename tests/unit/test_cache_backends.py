@@ -4,64 +4,26 @@ hangs or refuses, and the cache key."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
-import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TypeVar
+from collections.abc import Callable
 
 import pytest
 import redis
 
 from infergate.gateway.cache_backends import CacheBackend, FallbackCache, InMemoryCache, RedisCache, cache_key
 from infergate.gateway.counters import BackendUnavailable
+from tests.support.redis_helpers import REDIS_URL, opened
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 LOGGER = "infergate.gateway.cache_backends"
 
 
-def _redis_up() -> bool:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5) as r:
-            return bool(r.ping())
-    except redis.RedisError:
-        return False
-
-
-needs_redis = pytest.mark.skipif(not _redis_up(), reason=f"no Redis answers at {REDIS_URL}")
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards (never FLUSHDB: the Redis is shared)."""
-    pfx = f"infergate-test:{uuid.uuid4().hex}:"
-    yield pfx
-    if _redis_up():
-        with redis.Redis.from_url(REDIS_URL) as r:
-            keys = list(r.scan_iter(match=pfx + "*", count=1000))
-            if keys:
-                r.delete(*keys)
-
-
-@pytest.fixture(params=["memory", pytest.param("redis", marks=needs_redis)])
+@pytest.fixture(params=["memory", "redis"])
 def make(request: pytest.FixtureRequest, prefix: str) -> Callable[[], CacheBackend]:
     if request.param == "memory":
         return lambda: InMemoryCache(max_entries=100, max_bytes=1 << 20)
     return lambda: RedisCache(REDIS_URL, prefix=prefix)
-
-
-C = TypeVar("C", bound=CacheBackend)
-
-
-@contextlib.asynccontextmanager
-async def opened(store: C) -> AsyncIterator[C]:
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 # --- one backend -----------------------------------------------------------------------------------------------
@@ -156,7 +118,6 @@ def test_expired_entries_are_evicted_before_live_ones() -> None:
     asyncio.run(main())
 
 
-@needs_redis
 def test_redis_cache_is_shared_between_instances(prefix: str) -> None:
     async def main() -> None:
         async with (
@@ -174,24 +135,6 @@ def test_redis_cache_is_shared_between_instances(prefix: str) -> None:
 
 
 # --- the fallback ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def hanging_url() -> Iterator[str]:
-    """A "Redis" that accepts connections and never answers: a listening socket nobody accept()s."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-
-
-@pytest.fixture
-def closed_url() -> str:
-    """A port nothing listens on: connections are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"redis://127.0.0.1:{port}/0"
 
 
 def _records(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
@@ -221,7 +164,6 @@ def test_fallback_cache_serves_from_memory_when_redis_is_unreachable(
     assert "is unreachable; the result cache falls back to this process's memory" in warnings[0]
 
 
-@needs_redis
 def test_fallback_cache_uses_redis_while_it_answers(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
 

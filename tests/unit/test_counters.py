@@ -4,14 +4,10 @@ fallback to in-process counters when Redis hangs, refuses or comes back."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
-import socket
 import time
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
 
 import pytest
 import redis
@@ -24,33 +20,10 @@ from infergate.gateway.counters import (
     InMemoryCounters,
     RedisCounters,
 )
+from tests.support.redis_helpers import REDIS_URL, opened
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 HOUR = 3600.0  # a window long enough that a test never sees it roll over (unless it starts at its very end)
 LOGGER = "infergate.gateway.counters"
-
-
-def _redis_up() -> bool:
-    try:
-        with redis.Redis.from_url(REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5) as r:
-            return bool(r.ping())
-    except redis.RedisError:
-        return False
-
-
-needs_redis = pytest.mark.skipif(not _redis_up(), reason=f"no Redis answers at {REDIS_URL}")
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own; its keys are deleted afterwards (never FLUSHDB: the Redis is shared)."""
-    pfx = f"infergate-test:{uuid.uuid4().hex}:"
-    yield pfx
-    if _redis_up():
-        with redis.Redis.from_url(REDIS_URL) as r:
-            keys = list(r.scan_iter(match=pfx + "*", count=1000))
-            if keys:
-                r.delete(*keys)
 
 
 def _count_keys(prefix: str) -> int:
@@ -58,23 +31,12 @@ def _count_keys(prefix: str) -> int:
         return len(list(r.scan_iter(match=prefix + "*", count=1000)))
 
 
-@pytest.fixture(params=["memory", pytest.param("redis", marks=needs_redis)])
+@pytest.fixture(params=["memory", "redis"])
 def make(request: pytest.FixtureRequest, prefix: str) -> Callable[[], Counters]:
     """Makes counters of one kind; Redis ones share this test's prefix (like gateway processes share Redis)."""
     if request.param == "memory":
         return InMemoryCounters
     return lambda: RedisCounters(REDIS_URL, prefix=prefix)
-
-
-C = TypeVar("C", bound=Counters)
-
-
-@contextlib.asynccontextmanager
-async def opened(store: C) -> AsyncIterator[C]:
-    try:
-        yield store
-    finally:
-        await store.close()
 
 
 async def _next_window(window_s: float) -> None:
@@ -267,7 +229,6 @@ def test_in_memory_counters_prune_old_windows_and_slots() -> None:
 # --- two gateway processes -------------------------------------------------------------------------------------
 
 
-@needs_redis
 def test_two_redis_counters_share_one_limit_exactly(prefix: str) -> None:
     async def main() -> None:
         async with (
@@ -289,7 +250,6 @@ def test_two_redis_counters_share_one_limit_exactly(prefix: str) -> None:
     asyncio.run(main())
 
 
-@needs_redis
 def test_redis_keys_expire_with_their_window(prefix: str) -> None:
     async def main() -> None:
         async with opened(RedisCounters(REDIS_URL, prefix=prefix)) as c:
@@ -303,25 +263,6 @@ def test_redis_keys_expire_with_their_window(prefix: str) -> None:
 
 
 # --- the fallback ----------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def hanging_url() -> Iterator[str]:
-    """A "Redis" that accepts connections and never answers: a listening socket nobody accept()s (the kernel
-    completes the handshake and buffers what the client sends)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(64)
-        yield f"redis://127.0.0.1:{sock.getsockname()[1]}/0"
-
-
-@pytest.fixture
-def closed_url() -> str:
-    """A port nothing listens on: connections are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"redis://127.0.0.1:{port}/0"
 
 
 def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -461,7 +402,6 @@ class _Proxy:
         await self._server.wait_closed()
 
 
-@needs_redis
 def test_fallback_recovers_when_redis_answers_again(prefix: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
 
