@@ -13,7 +13,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,21 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from infergate.benchmarks.engine import free_port, rss_mb, wait_healthy
+
 PROMPT = "Count from one to five hundred: one, two, three,"  # keeps going to max_new_tokens
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss_mb(pid: int, field: str) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def _generate(base: str, new_tokens: int) -> tuple[int, float]:
@@ -66,7 +53,7 @@ def main() -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     home = tempfile.mkdtemp(prefix="infergate-bench-")
     env = {**os.environ, "INFERGATE_HOME": home}
@@ -78,17 +65,9 @@ def main() -> int:
         stderr=subprocess.DEVNULL,
     )
     try:
-        while True:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - t0 > 600:
-                raise RuntimeError("server did not start")
-            time.sleep(0.1)
+        wait_healthy(proc, base, "run `infergate serve` by hand to see why")
         startup = time.perf_counter() - t0
-        rss_ready = _rss_mb(proc.pid, "VmRSS")
+        rss_ready = rss_mb(proc.pid, "VmRSS")
         _generate(base, 8)  # warm-up
         rows: list[tuple[str, float, float]] = []
         ttfts = [_ttft(base) for _ in range(5)]
@@ -101,7 +80,7 @@ def main() -> int:
                 wall = time.perf_counter() - w0
                 runs.append(sum(n for n, _ in results) / wall)
             rows.append((f"{streams} concurrent stream(s)", statistics.median(runs), wall))
-        peak = _rss_mb(proc.pid, "VmHWM")
+        peak = rss_mb(proc.pid, "VmHWM")
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)

@@ -8,20 +8,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.server import Server, run_cli, start_server
+from tests.support.server import OPEN_ANONYMOUS_NO_CACHE, Server, run_cli, start_server
 
-# The protocol suites call the shared server anonymously hundreds of times, and compare fresh generations:
-# lift the anonymous tier's limits and turn the result cache off there (test_accounts.py tests both).
-PROTOCOL_SERVER_CONFIG = """
-[tiers.anonymous]
-requests = 1000000
-tokens_per_minute = 100000000
-concurrent = 64
-max_new_tokens = 8192
-
-[cache]
-enabled = false
-"""
+PROTOCOL_SERVER_CONFIG = OPEN_ANONYMOUS_NO_CACHE  # the protocol suites compare fresh generations
 
 
 @pytest.fixture(scope="session")

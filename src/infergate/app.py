@@ -56,6 +56,7 @@ def _cache_backend(settings: Settings) -> CacheBackend:
 
 def _engines(settings: Settings, catalog: Catalog) -> dict[str, TextGenEngine]:
     engines: dict[str, TextGenEngine] = {}
+    settings_entry = {m.id: m for m in settings.models}
     for spec in catalog:
         if spec.task != "text-generation":
             log.warning("model %s: task %r is not served yet; skipping it", spec.id, spec.task)
@@ -68,6 +69,9 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, TextGenEngine]:
             threads=settings.engine.threads,
             default_max_tokens=settings.engine.default_max_tokens,
             max_total_tokens=spec.max_total_tokens,
+            dtype=settings_entry[spec.id].dtype,
+            kv_cache_mb=settings.engine.kv_cache_mb,
+            prefill_chunk=settings.engine.prefill_chunk,
         )
     return engines
 

@@ -55,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="the catalog").add_subparsers(dest="action", required=True)
     models.add_parser("list", help="list models with their task and tiers")
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
+    engine = bench.add_parser("engine", help="the engine at 1, N/4 and N streams against plain transformers")
+    engine.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    engine.add_argument("--model", help="a model source (directory, .gguf, hub id); default: the packaged model")
+    engine.add_argument("--config-shape", choices=["smollm2-135m", "llama-1.1b"], help="random weights, a real shape")
+    engine.add_argument("--streams", type=int, default=16, help="concurrent streams at the top level (N)")
+    engine.add_argument("--new-tokens", type=int, default=64)
+    engine.add_argument("--stagger", type=float, default=0.05, help="seconds between arrivals")
+    engine.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    engine.add_argument("--serial-requests", type=int, default=4, help="requests for the one-at-a-time baseline")
+    engine.add_argument("--json", action="store_true", help="end with one line of JSON")
     return parser
 
 
@@ -137,6 +149,29 @@ def _models(settings: Settings) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format=_FORMAT)
+    if args.streams < 1 or args.new_tokens < 1:
+        print("infergate: --streams and --new-tokens must be at least 1", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not (args.config_shape or args.model):
+        print("infergate: on a GPU, name --config-shape or --model (the packaged model is for CPUs)", file=sys.stderr)
+        return 2
+    from infergate.benchmarks.engine import run  # torch and transformers only when benchmarking
+
+    return run(
+        device=args.device,
+        model=args.model,
+        config_shape=args.config_shape,
+        streams=args.streams,
+        new_tokens=args.new_tokens,
+        stagger=args.stagger,
+        dtype=args.dtype,
+        serial_requests=min(args.serial_requests, args.streams),
+        as_json=args.json,
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = getattr(args, "serve_config", None) or args.config
@@ -148,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "models":
         return _models(settings)
+    if args.command == "bench":
+        return _bench(args)
     if args.command != "serve":
         logging.basicConfig(level=logging.WARNING, format=_FORMAT)
         return _admin(args, settings)

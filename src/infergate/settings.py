@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -53,12 +53,18 @@ class ServerSettings(_Strict):
 class EngineSettings(_Strict):
     """How a local text generation engine schedules work."""
 
-    max_active: int = Field(8, ge=1, description="sequences decoded together")
+    max_active: int = Field(16, ge=1, description="sequences decoded together in one batch")
     max_waiting: int = Field(64, ge=0, description="requests queued beyond max_active; more get 429")
     threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
     # When a chat or completion request names no max_tokens, generate up to this many (and never past the
     # model's context): an unbounded default would let one request hold a slot for minutes on a CPU.
     default_max_tokens: int = Field(1024, ge=1)
+    # The KV cache of all running sequences together; admission waits (and long sequences preempt newer
+    # ones) when it is full. It also caps a model's context: one sequence must fit in it alone.
+    kv_cache_mb: int = Field(512, ge=1)
+    # Prompt tokens run per step while other sequences decode: a long prompt is split into chunks this big,
+    # so it delays the running batch by one chunk's forward, not the whole prompt's.
+    prefill_chunk: int = Field(128, ge=1)
 
 
 class AuthSettings(_Strict):
@@ -97,6 +103,8 @@ class ModelEntry(_Strict):
     load_at_startup: bool = True
     max_total_tokens: int | None = None
     tiers: tuple[str, ...] | None = None
+    # Weights and activations: "auto" is bfloat16 on a GPU and on CPUs with native bfloat16, else float32.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 class Settings(_Strict):

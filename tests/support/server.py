@@ -8,9 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -113,3 +117,29 @@ def start_server(home: Path, config: str | None = None, env: dict[str, str] | No
     with log_path.open("wb") as log:
         process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=environment)
     return Server(process=process, port=port, home=home, log_path=log_path, env=environment)
+
+
+# Suites that compare fresh generations call a server anonymously many times: lift the anonymous tier's
+# limits and turn the result cache off (test_accounts.py tests both).
+OPEN_ANONYMOUS_NO_CACHE = """
+[tiers.anonymous]
+requests = 1000000
+tokens_per_minute = 100000000
+concurrent = 64
+max_new_tokens = 8192
+
+[cache]
+enabled = false
+"""
+
+
+def run_together(calls: list[Callable[[], Any]]) -> list[Any]:
+    """Run the calls in threads released at the same moment; results in call order."""
+    barrier = threading.Barrier(len(calls))
+
+    def start(call: Callable[[], Any]) -> Any:
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(start, calls))

@@ -1,22 +1,22 @@
 """TextGenEngine: requests in from the event loop, tokens out, the model run on a thread of its own.
 
-The step loop (``_loop``) owns every sequence's state. Each step it admits waiting requests (higher
-priority first, then arrival order) up to ``max_active``, then advances every active sequence by one token,
-so concurrent requests all make progress and stream together. Each sequence keeps its own KV cache, so a
-greedy request gives the same text alone or among others. The engine issue replaces the per-sequence forward
-with batched forwards; the interface (an async stream per request, abort by leaving it) stays.
+Continuous batching. The step loop (``_loop``) owns every sequence. Each iteration it admits waiting requests
+(higher priority first, then arrival order) while there is a free row and room in the KV cache budget, runs
+one chunk of prompt tokens for the sequences still prefilling (at most ``prefill_chunk`` tokens, so a long
+prompt never stalls the others for long), then one decode step for every other sequence in one batched
+forward. A finished, failed or abandoned sequence leaves at the next iteration and its cache row is reused.
+When running sequences outgrow the cache budget, the newest lowest-priority one is preempted: it gives its
+row back, waits at the head of its priority, and recomputes its tokens when readmitted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import heapq
-import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 from infergate.core.engine import EngineState, EngineStats, ModelLimits, TokenSpan
@@ -29,13 +29,11 @@ from infergate.core.errors import (
     ShuttingDownError,
     ValidationError,
 )
-from infergate.core.outputs import PromptInfo, StepEvent, Token
+from infergate.core.outputs import PromptInfo, StepEvent
 from infergate.core.requests import GenerationRequest
-from infergate.engines.textgen.detokenize import IncrementalDetokenizer
 from infergate.engines.textgen.loader import LoadedModel, load_causal_lm
-from infergate.engines.textgen.runner import ModelRunner
-from infergate.engines.textgen.sampling import TokenChooser
-from infergate.engines.textgen.stopping import StopMatcher
+from infergate.engines.textgen.runner import BatchRunner, RowInput
+from infergate.engines.textgen.sequence import Sequence, Vocabulary
 
 __all__ = ["TextGenEngine"]
 
@@ -43,31 +41,11 @@ log = logging.getLogger(__name__)
 
 _RELOAD_AFTER_S = 30.0  # a failed load is retried by the first request after this long
 _DEFAULT_LOAD_ESTIMATE_S = 20.0
+_CAPACITY_STEP = 128  # cache rows grow in whole steps of positions, so a resize is rare
 
 
-@dataclass(eq=False)
-class _Sequence:
-    """One request's state; touched by the step loop only, except ``cancelled``."""
-
-    request: GenerationRequest
-    prompt_ids: list[int]
-    max_new_tokens: int
-    loop: asyncio.AbstractEventLoop
-    mailbox: asyncio.Queue[Any]
-    cancelled: bool = False
-    cache: Any = None
-    last_token: int = -1
-    generated: int = 0
-    chooser: TokenChooser | None = None
-    detok: IncrementalDetokenizer | None = None
-    stopper: StopMatcher | None = None
-    arrival: float = field(default_factory=time.monotonic)
-
-    def post(self, item: object) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.mailbox.put_nowait, item)
-        except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
-            self.cancelled = True
+def _round_up(n: int, step: int = _CAPACITY_STEP) -> int:
+    return -(-n // step) * step
 
 
 class TextGenEngine:
@@ -76,11 +54,14 @@ class TextGenEngine:
         model_id: str,
         source: str,
         *,
-        max_active: int = 8,
+        max_active: int = 16,
         max_waiting: int = 64,
         threads: int | None = None,
         default_max_tokens: int = 1024,
         max_total_tokens: int | None = None,
+        dtype: str = "auto",
+        kv_cache_mb: int = 512,
+        prefill_chunk: int = 128,
         loader: Any = load_causal_lm,
     ) -> None:
         self.model_id = model_id
@@ -91,21 +72,22 @@ class TextGenEngine:
         self._threads = threads
         self._default_max_tokens = default_max_tokens
         self._max_total_override = max_total_tokens
+        self._dtype = dtype
+        self._kv_cache_bytes = kv_cache_mb * 1024 * 1024
+        self._prefill_chunk = prefill_chunk
         self._loader = loader
         self._status = "idle"  # idle: not started (models that load on first use)
         self._error: str | None = None
         self._load_started = 0.0
         self._last_load_s = _DEFAULT_LOAD_ESTIMATE_S
         self._loaded: LoadedModel | None = None
-        self._runner: ModelRunner | None = None
+        self._runner: BatchRunner | None = None
+        self._vocab: Vocabulary | None = None
+        self._budget_tokens = 0  # rows x positions the KV cache may hold
         self._limits = ModelLimits(max_total_tokens=max_total_tokens or 0, max_input_tokens=0)
-        self._special_ids: frozenset[int] = frozenset()
-        self._eos_ids: frozenset[int] = frozenset()
-        self._vocab_size = 0
         self._cond = threading.Condition()
-        self._waiting: list[tuple[int, int, _Sequence]] = []  # heap of (-priority, order, seq)
-        self._order = itertools.count()
-        self._active: list[_Sequence] = []
+        self._waiting: list[tuple[int, int, Sequence]] = []  # heap of (-priority, order, seq)
+        self._rows: list[Sequence] = []  # admitted sequences; index = cache row
         self._stopping = False
         self._ready = threading.Event()
         self._loop_thread: threading.Thread | None = None
@@ -137,7 +119,7 @@ class TextGenEngine:
 
     def _load(self) -> None:
         try:
-            loaded = self._loader(self.source, self._threads)
+            loaded = self._loader(self.source, self._threads, self._dtype)
             self._install(loaded)
         except Exception as exc:  # any failure to load is reported to requests, never raised in the server
             log.exception("loading %s from %s failed", self.model_id, self.source)
@@ -151,18 +133,31 @@ class TextGenEngine:
 
     def _install(self, loaded: LoadedModel) -> None:
         tok, config = loaded.tokenizer, loaded.model.config
+        runner = BatchRunner(loaded)
+        self._budget_tokens = self._kv_cache_bytes // runner.cache.bytes_per_token
+        # One sequence must always fit in the cache on its own, so the context is what the budget holds.
+        fits = _round_up(self._budget_tokens - _CAPACITY_STEP, _CAPACITY_STEP) - _CAPACITY_STEP
+        if fits < 64:
+            raise ValueError(
+                f"engine.kv_cache_mb ({self._kv_cache_bytes >> 20}) holds only {self._budget_tokens} tokens of "
+                f"{self.model_id}; raise it to at least {(512 * runner.cache.bytes_per_token >> 20) + 1}"
+            )
         total = self._max_total_override or getattr(config, "max_position_embeddings", None) or 2048
+        total = min(total, fits)
         self._limits = ModelLimits(max_total_tokens=total, max_input_tokens=total - 1)
-        self._special_ids = frozenset(tok.all_special_ids)
         eos = loaded.model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tok.eos_token_id is not None:
             eos_ids.add(tok.eos_token_id)
-        self._eos_ids = frozenset(eos_ids)
-        self._vocab_size = loaded.model.get_output_embeddings().weight.shape[0]
+        self._vocab = Vocabulary(
+            tokenizer=tok,
+            size=loaded.model.get_output_embeddings().weight.shape[0],
+            special_ids=frozenset(tok.all_special_ids),
+            eos_ids=frozenset(eos_ids),
+        )
         self.compute_type = "gpu" if loaded.device == "cuda" else "cpu"
         self._loaded = loaded
-        self._runner = ModelRunner(loaded)
+        self._runner = runner
 
     # -- queries -----------------------------------------------------------------------------------------
     def state(self) -> EngineState:
@@ -172,7 +167,7 @@ class TextGenEngine:
         return EngineState(self._status, self._error, estimate if self._status == "loading" else 0.0)
 
     def stats(self) -> EngineStats:
-        return EngineStats(active=len(self._active), waiting=len(self._waiting))
+        return EngineStats(active=len(self._rows), waiting=len(self._waiting))
 
     def limits(self) -> ModelLimits:
         return self._limits
@@ -228,13 +223,13 @@ class TextGenEngine:
             lambda: list(loaded.tokenizer(request.prompt, add_special_tokens=request.add_special_tokens).input_ids)
         )
         ids, max_new = self._fit(ids, request)
-        seq = _Sequence(request, ids, max_new, asyncio.get_running_loop(), asyncio.Queue())
+        seq = Sequence(request, len(ids), ids, max_new, asyncio.get_running_loop(), asyncio.Queue())
         with self._cond:
             if self._stopping:
                 raise ShuttingDownError()
-            if len(self._waiting) >= self._max_waiting and len(self._active) >= self._max_active:
+            if len(self._waiting) >= self._max_waiting and len(self._rows) >= self._max_active:
                 raise OverloadedError()
-            heapq.heappush(self._waiting, (-request.priority, next(self._order), seq))
+            heapq.heappush(self._waiting, (-request.priority, seq.order, seq))
             self._cond.notify()
         try:
             while True:
@@ -278,75 +273,176 @@ class TextGenEngine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self._active and not (self._waiting and self._ready.is_set()):
+                while not self._stopping and not self._rows and not (self._waiting and self._ready.is_set()):
                     self._cond.wait()
                 if self._stopping:
                     break
-                while self._waiting and len(self._active) < self._max_active:
-                    self._active.append(heapq.heappop(self._waiting)[2])
-            for seq in list(self._active):
-                if seq.cancelled or self._step(seq):
-                    self._active.remove(seq)
-                    seq.cache = None
+                self._remove(s for s in self._rows if s.cancelled)
+                self._admit()
+            self._run(self._prefill_step)
+            self._run(self._decode_step)
+            self._trim()
         with self._cond:
-            leftover = [s for _, _, s in self._waiting] + self._active
+            leftover = [s for _, _, s in self._waiting] + self._rows
             self._waiting.clear()
-            self._active.clear()
+            self._rows.clear()
         for seq in leftover:
             seq.post(ShuttingDownError())
 
-    def _step(self, seq: _Sequence) -> bool:
-        """Advance one sequence by one token; True when it is done (finished or failed)."""
-        assert self._runner is not None and self._loaded is not None
+    def _run(self, step: Any) -> None:
+        """Run one forward step; a failure ends the sequences it touched, never the engine."""
+        involved: list[Sequence] = []
         try:
-            if seq.cache is None:
-                return self._prefill(seq)
-            logits = self._runner.decode(seq.last_token, seq.cache)
-            return self._emit(seq, logits)
-        except InfergateError as exc:
-            seq.post(exc)
-        except Exception as exc:  # a model failure ends this request only, never the engine
-            log.exception("generation failed for a request on %s", self.model_id)
-            seq.post(GenerationError(f"{type(exc).__name__}: {exc}"))
-        return True
+            step(involved)
+        except Exception as exc:
+            if not isinstance(exc, InfergateError):
+                log.exception("a forward step failed on %s", self.model_id)
+                exc = GenerationError(f"{type(exc).__name__}: {exc}")
+            for seq in involved:
+                seq.post(exc)
+            self._remove(involved)
 
-    def _prefill(self, seq: _Sequence) -> bool:
-        assert self._runner is not None and self._loaded is not None
-        req, tok = seq.request, self._loaded.tokenizer
-        logits, seq.cache, lps = self._runner.prefill(seq.prompt_ids, req.prefill_details)
-        seq.chooser = TokenChooser(req.sampling, seq.prompt_ids, self._vocab_size, req.top_n_tokens)
-        seq.detok = IncrementalDetokenizer(tok, seq.prompt_ids)
-        seq.stopper = StopMatcher(req.stopping.stop, req.stopping.include_stop_in_output)
-        prefill: tuple[Token, ...] = ()
-        if req.prefill_details:
-            prefill = tuple(
-                Token(i, tok.decode([i]), lp, i in self._special_ids) for i, lp in zip(seq.prompt_ids, lps, strict=True)
-            )
-        seq.post(PromptInfo(len(seq.prompt_ids), seq.chooser.seed, prefill))
-        return self._emit(seq, logits)
+    def _admit(self) -> None:
+        """Move waiting sequences into free rows, best first, while the cache budget has room (lock held)."""
+        while self._waiting and len(self._rows) < self._max_active:
+            seq = self._waiting[0][2]
+            if seq.cancelled:
+                heapq.heappop(self._waiting)
+                continue
+            if self._rows and not self._fits(len(self._rows) + 1, len(seq.tokens) + 1):
+                return
+            heapq.heappop(self._waiting)
+            seq.row = len(self._rows)
+            self._rows.append(seq)
 
-    def _emit(self, seq: _Sequence, logits: Any) -> bool:
-        assert seq.chooser is not None and seq.detok is not None and seq.stopper is not None
-        assert self._loaded is not None
-        tok = self._loaded.tokenizer
-        choice = seq.chooser.choose(logits)
-        seq.generated += 1
-        seq.last_token = choice.token_id
-        special = choice.token_id in self._special_ids
-        finish: str | None = None
-        text = ""
-        if not special:
-            text, stopped = seq.stopper.push(seq.detok.push(choice.token_id))
-            if stopped:
-                finish = "stop_sequence"
-        if finish is None and choice.token_id in self._eos_ids and not seq.request.stopping.ignore_eos:
-            finish = "eos_token"
-        if finish is None and seq.generated >= seq.max_new_tokens:
-            finish = "length"
-        if finish is not None and finish != "stop_sequence":
-            text += seq.stopper.push(seq.detok.flush())[0] + seq.stopper.flush()
-        # A token's text is what it adds to the output (TGI's decode_token), or its literal form if special.
-        token = Token(choice.token_id, tok.decode([choice.token_id]) if special else text, choice.logprob, special)
-        top = tuple(Token(i, tok.decode([i]), lp, i in self._special_ids) for i, lp in choice.top)
-        seq.post(StepEvent(seq.generated, token, text, top, finish))
-        return finish is not None
+    def _fits(self, rows: int, length: int) -> bool:
+        assert self._runner is not None
+        cache = self._runner.cache
+        longest = max([length, *(s.cached + 1 for s in self._rows)])
+        return max(rows, cache.rows) * (max(_round_up(longest), cache.capacity) + 1) <= self._budget_tokens
+
+    def _reserve(self, length: int) -> None:
+        """Make every admitted row able to hold ``length`` positions, preempting sequences if the budget is short."""
+        assert self._runner is not None
+        cache = self._runner.cache
+        rows = len(self._rows)
+        if rows <= cache.rows and length <= cache.capacity:
+            return
+        capacity = max(cache.capacity, _round_up(length))
+        while rows > 1 and rows * (capacity + 1) > self._budget_tokens:
+            self._preempt()
+            rows = len(self._rows)
+        # A few spare rows, within the budget, so that the next sequences to join need no resize.
+        # At least the runner's minimum, so a lone decoding sequence runs the same kernels as in a batch.
+        most = max(self._max_active, self._runner.min_rows)
+        alloc = max(rows, min(most, rows + 4, self._budget_tokens // (capacity + 1)))
+        self._resize(alloc, capacity)
+
+    def _resize(self, rows: int, capacity: int) -> None:
+        assert self._runner is not None
+        cache = self._runner.cache
+        keep_len = min(max((s.cached for s in self._rows), default=0), cache.capacity)
+        cache.resize(rows, capacity, keep=min(len(self._rows), cache.rows), keep_len=keep_len)
+
+    def _trim(self) -> None:
+        """Shrink the cache when the sequences that made it large have gone (or free it when idle)."""
+        assert self._runner is not None
+        cache = self._runner.cache
+        if not self._rows:
+            cache.resize(0, 0, 0, 0)
+            return
+        needed = _round_up(max(s.cached for s in self._rows) + 1)
+        if cache.capacity >= 4 * _CAPACITY_STEP and cache.capacity > 2 * needed:
+            self._resize(cache.rows, 2 * needed)
+
+    def _preempt(self) -> None:
+        """Give the newest lowest-priority sequence's row back; it waits and recomputes later."""
+        victim = min(self._rows, key=lambda s: (s.request.priority, -s.order))
+        log.info("KV cache full on %s: preempting a sequence at %d tokens", self.model_id, len(victim.tokens))
+        self._remove([victim])
+        victim.cached = 0
+        victim.prompt_logprobs.clear()
+        with self._cond:
+            heapq.heappush(self._waiting, (-victim.request.priority, victim.order, victim))
+
+    def _remove(self, leaving: Iterable[Sequence]) -> None:
+        """Take sequences out of their rows; the last row moves into each hole so rows stay contiguous."""
+        assert self._runner is not None
+        for seq in sorted(set(leaving), key=lambda s: -s.row):
+            if seq.row < 0:
+                continue
+            last = self._rows.pop()
+            if last is not seq:
+                self._runner.cache.move_row(last.row, seq.row, last.cached)
+                last.row = seq.row
+                self._rows[seq.row] = last
+            seq.row = -1
+
+    def _prefill_step(self, involved: list[Sequence]) -> None:
+        """Prompt (or recompute) tokens for the sequences that have them, oldest first, within the chunk budget.
+
+        Each sequence runs in a forward of its own, in chunks that start at multiples of ``prefill_chunk``:
+        the same prompt is computed the same way alone or among others, so greedy output does not depend on
+        what else is running (a padded batch of prompts would change the rounding of bfloat16 attention).
+        """
+        assert self._runner is not None and self._vocab is not None
+        chunk = self._prefill_chunk
+        budget = chunk
+        chosen: list[tuple[Sequence, int]] = []
+        for seq in sorted(self._rows, key=lambda s: s.order):
+            if seq.started and seq.pending == 1:
+                continue  # decoding
+            n = min(seq.pending, chunk - seq.cached % chunk)
+            if chosen and n > budget:
+                break
+            chosen.append((seq, n))
+            budget -= n
+        if not chosen:
+            return
+        involved += [s for s, _ in chosen]
+        self._reserve(max(s.cached + n for s, n in chosen))
+        finished: list[Sequence] = []
+        for seq, n in chosen:
+            if seq.row < 0:
+                continue  # preempted to make room
+            row = RowInput(seq.tokens[seq.cached : seq.cached + n], seq.cached, seq.wants_prompt_logprobs)
+            logits = self._runner.forward(seq.row, [row])[0]
+            assert logits is not None
+            if seq.wants_prompt_logprobs:
+                seq.record_prompt_logprobs(seq.cached, logits)
+                logits = logits[-1]
+            seq.cached += n
+            if seq.pending == 0:
+                if not seq.started:
+                    seq.begin(self._vocab)
+                if seq.advance(logits, self._vocab):
+                    finished.append(seq)
+        self._remove(finished)
+
+    def _decode_step(self, involved: list[Sequence]) -> None:
+        """One token for every sequence that is decoding, in one batched forward."""
+        assert self._runner is not None and self._vocab is not None
+        ready = [s for s in self._rows if s.started and s.pending == 1 and not s.cancelled]
+        if not ready:
+            return
+        involved += ready
+        self._reserve(max(s.cached + 1 for s in ready))
+        ready = [s for s in ready if s.row >= 0]
+        first = min(s.row for s in ready)
+        last = max(s.row for s in ready)
+        short = self._runner.min_rows - (last - first + 1)
+        if short > 0 and self._runner.cache.rows >= self._runner.min_rows:  # pad with rows that only write trash
+            last = min(last + short, self._runner.cache.rows - 1)
+            first = last - self._runner.min_rows + 1
+        inputs: list[RowInput | None] = [None] * (last - first + 1)
+        for seq in ready:
+            inputs[seq.row - first] = RowInput([seq.tokens[-1]], seq.cached)
+        outputs = self._runner.forward(first, inputs)
+        finished = []
+        for seq in ready:
+            logits = outputs[seq.row - first]
+            assert logits is not None
+            seq.cached += 1
+            if seq.advance(logits, self._vocab):
+                finished.append(seq)
+        self._remove(finished)

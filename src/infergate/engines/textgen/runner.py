@@ -1,41 +1,93 @@
-"""ModelRunner: the only place that calls the model's forward pass. One sequence per call for now;
-the engine issue replaces this with batched forwards over a shared KV cache."""
+"""BatchRunner: the only place that calls the model's forward pass.
+
+One call runs a contiguous range of cache rows, each with its own tokens (left-padded to the longest):
+a decode step is every running row with one token; a prefill step is a chunk of one or more prompts. The
+model runs through transformers' own modules with :func:`slot_attention` as its attention, so the keys and
+values land in each sequence's row of the :class:`SlotCache` and nothing is copied per step.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers import DynamicCache
+from transformers import AttentionInterface
 
+from infergate.engines.textgen.kvslots import ATTENTION_NAME, Batch, SlotCache, slot_attention
 from infergate.engines.textgen.loader import LoadedModel
+from infergate.engines.textgen.packed import pack_linears
 
-__all__ = ["ModelRunner"]
+__all__ = ["BatchRunner", "RowInput"]
+
+AttentionInterface.register(ATTENTION_NAME, slot_attention)
 
 
-class ModelRunner:
+@dataclass(frozen=True, slots=True)
+class RowInput:
+    """One row of a forward: feed ``tokens`` at positions ``start ..``; ``all_logits`` keeps every position's."""
+
+    tokens: list[int]
+    start: int
+    all_logits: bool = False
+
+
+class BatchRunner:
     def __init__(self, loaded: LoadedModel) -> None:
         self.model = loaded.model
         self.device = loaded.device
+        config = self.model.config
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        heads = text.num_attention_heads
+        head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+        kv_heads = getattr(text, "num_key_value_heads", None) or heads
+        dtype = next(p.dtype for p in self.model.parameters() if p.is_floating_point())
+        self.cache = SlotCache(text.num_hidden_layers, kv_heads, head_dim, dtype, self.device)
+        self.model.set_attn_implementation(ATTENTION_NAME)
+        if self.device == "cpu" and torch.backends.mkldnn.is_available():
+            pack_linears(self.model)
+        # A decode step never runs fewer rows than this: a lone row takes other matrix kernels than a batch
+        # (packed float32 and plain bfloat16 alike), and its greedy text would then depend on being alone.
+        self.min_rows = 2
 
     @torch.inference_mode()
-    def prefill(self, ids: list[int], prompt_logprobs: bool) -> tuple[torch.Tensor, Any, list[float | None]]:
-        """Run the prompt; return the next-token logits, the KV cache, and (if asked) each prompt token's
-        logprob given the tokens before it (the first has none)."""
-        cache = DynamicCache()
-        input_ids = torch.tensor([ids], device=self.device)
-        keep = 0 if prompt_logprobs else 1  # 0 keeps every position's logits
-        out = self.model(input_ids=input_ids, cache=cache, use_cache=True, logits_to_keep=keep)
-        logits = out.logits[0].float()
-        lps: list[float | None] = []
-        if prompt_logprobs:
-            logp = torch.log_softmax(logits[:-1], dim=-1)
-            picked = logp.gather(1, input_ids[0, 1:].unsqueeze(1)).squeeze(1)
-            lps = [None, *picked.tolist()]
-        return logits[-1], cache, lps
+    def forward(self, first: int, rows: list[RowInput | None]) -> list[torch.Tensor | None]:
+        """Run rows ``first .. first+len(rows)-1``; a None row runs padding only (its output is None).
 
-    @torch.inference_mode()
-    def decode(self, token_id: int, cache: Any) -> torch.Tensor:
-        input_ids = torch.tensor([[token_id]], device=self.device)
-        out = self.model(input_ids=input_ids, cache=cache, use_cache=True)
-        return out.logits[0, -1].float()
+        Returns, per row, the float32 logits of its last token ([vocab]), or of every token ([n, vocab])
+        when the row asked for all of them. The cache must already hold room for every position written.
+        """
+        width = max(len(r.tokens) for r in rows if r is not None)
+        trash = self.cache.trash
+        ids = torch.zeros((len(rows), width), dtype=torch.long)
+        write = torch.full((len(rows), width), trash, dtype=torch.long)
+        pos = torch.full((len(rows), width), -1, dtype=torch.long)
+        length = 1
+        for i, row in enumerate(rows):
+            if row is None:
+                continue
+            n = len(row.tokens)
+            ids[i, width - n :] = torch.tensor(row.tokens)
+            span = torch.arange(row.start, row.start + n)
+            write[i, width - n :] = span
+            pos[i, width - n :] = span
+            length = max(length, row.start + n)
+        keep_all = any(r is not None and r.all_logits for r in rows)
+        batch = Batch(first, len(rows), width, write.to(self.device), pos.to(self.device), length)
+        with self.cache.run(batch):
+            out = self.model(
+                input_ids=ids.to(self.device),
+                position_ids=pos.clamp(min=0).to(self.device),
+                use_cache=False,
+                logits_to_keep=0 if keep_all else 1,
+            )
+        logits: Any = out.logits.float()
+        result: list[torch.Tensor | None] = []
+        for i, row in enumerate(rows):
+            if row is None:
+                result.append(None)
+            elif row.all_logits:
+                result.append(logits[i, width - len(row.tokens) :])
+            else:
+                result.append(logits[i, -1])
+        return result

@@ -1,0 +1,133 @@
+"""One request inside the engine: its tokens, how many of them the KV cache holds, and what it has sent.
+
+The step loop feeds ``tokens[cached:]`` (a prompt chunk, or the one token sampled last) and, once every token
+is cached, turns the logits into the next token here: sampling, detokenization, stop sequences, end tokens and
+the events the request's caller reads. A sequence that lost its cache (preempted) keeps its tokens and
+simply runs them again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from infergate.core.outputs import PromptInfo, StepEvent, Token
+from infergate.core.requests import GenerationRequest
+from infergate.engines.textgen.detokenize import IncrementalDetokenizer
+from infergate.engines.textgen.sampling import TokenChooser
+from infergate.engines.textgen.stopping import StopMatcher
+
+__all__ = ["Sequence", "Vocabulary"]
+
+_order = itertools.count()
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """What the engine knows about the model's tokens."""
+
+    tokenizer: Any
+    size: int
+    special_ids: frozenset[int]
+    eos_ids: frozenset[int]
+
+    def token(self, token_id: int, logprob: float | None) -> Token:
+        return Token(token_id, self.tokenizer.decode([token_id]), logprob, token_id in self.special_ids)
+
+
+@dataclass(eq=False)
+class Sequence:
+    """Touched by the step loop only, except ``cancelled`` (set by the request's side when it leaves)."""
+
+    request: GenerationRequest
+    prompt_len: int
+    tokens: list[int]
+    max_new_tokens: int
+    loop: asyncio.AbstractEventLoop
+    mailbox: asyncio.Queue[Any]
+    cancelled: bool = False
+    cached: int = 0  # tokens[:cached] are in the KV cache
+    row: int = -1  # the cache row it owns while admitted
+    generated: int = 0
+    chooser: TokenChooser | None = None
+    detok: IncrementalDetokenizer | None = None
+    stopper: StopMatcher | None = None
+    prompt_logprobs: list[float | None] = field(default_factory=list)
+    _pending_logprobs: torch.Tensor | None = None
+    order: int = field(default_factory=lambda: next(_order))
+    arrival: float = field(default_factory=time.monotonic)
+
+    @property
+    def started(self) -> bool:
+        return self.chooser is not None
+
+    @property
+    def pending(self) -> int:
+        return len(self.tokens) - self.cached
+
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        return self.request.prefill_details and not self.started
+
+    def post(self, item: object) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.mailbox.put_nowait, item)
+        except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
+            self.cancelled = True
+
+    def record_prompt_logprobs(self, start: int, logits: torch.Tensor) -> None:
+        """Logprob of each prompt token given those before it, from a chunk's logits ([n, vocab])."""
+        logp = torch.log_softmax(logits, dim=-1)
+        if start == 0:
+            self.prompt_logprobs.append(None)  # the first token has no context
+        elif self._pending_logprobs is not None:
+            self.prompt_logprobs.append(float(self._pending_logprobs[self.tokens[start]]))
+        end = start + logits.shape[0]
+        following = torch.tensor(self.tokens[start + 1 : min(end, self.prompt_len)], dtype=torch.long)
+        self.prompt_logprobs += logp[: len(following)].gather(1, following.unsqueeze(1)).squeeze(1).tolist()
+        self._pending_logprobs = logp[-1] if end < self.prompt_len else None
+
+    def begin(self, vocab: Vocabulary) -> None:
+        """The whole prompt is cached: set up sampling and tell the caller about the prompt."""
+        req = self.request
+        prompt = self.tokens[: self.prompt_len]
+        self.chooser = TokenChooser(req.sampling, prompt, vocab.size, req.top_n_tokens)
+        self.detok = IncrementalDetokenizer(vocab.tokenizer, prompt)
+        self.stopper = StopMatcher(req.stopping.stop, req.stopping.include_stop_in_output)
+        details: tuple[Token, ...] = ()
+        if req.prefill_details:
+            details = tuple(vocab.token(i, lp) for i, lp in zip(prompt, self.prompt_logprobs, strict=True))
+        self.post(PromptInfo(self.prompt_len, self.chooser.seed, details))
+
+    def advance(self, logits: torch.Tensor, vocab: Vocabulary) -> bool:
+        """Choose the next token from ``logits`` and send it; True when the sequence is finished."""
+        assert self.chooser is not None and self.detok is not None and self.stopper is not None
+        choice = self.chooser.choose(logits)
+        self.generated += 1
+        self.tokens.append(choice.token_id)
+        special = choice.token_id in vocab.special_ids
+        finish: str | None = None
+        text = ""
+        if not special:
+            text, stopped = self.stopper.push(self.detok.push(choice.token_id))
+            if stopped:
+                finish = "stop_sequence"
+        if finish is None and choice.token_id in vocab.eos_ids and not self.request.stopping.ignore_eos:
+            finish = "eos_token"
+        if finish is None and self.generated >= self.max_new_tokens:
+            finish = "length"
+        if finish is not None and finish != "stop_sequence":
+            text += self.stopper.push(self.detok.flush())[0] + self.stopper.flush()
+        # A token's text is what it adds to the output (TGI's decode_token), or its literal form if special.
+        if special:
+            token = vocab.token(choice.token_id, choice.logprob)
+        else:
+            token = Token(choice.token_id, text, choice.logprob, False)
+        top = tuple(vocab.token(i, lp) for i, lp in choice.top)
+        self.post(StepEvent(self.generated, token, text, top, finish))
+        return finish is not None
