@@ -110,18 +110,25 @@ def test_client_leaving_mid_stream_frees_its_place(server: Server, client: httpx
     body = {"inputs": PROMPTS[1], "parameters": {"max_new_tokens": LONG}}
     with client.stream("POST", "/generate_stream", json=body) as r:
         assert r.status_code == 200
+        lines = r.iter_lines()  # one iterator: an httpx stream cannot be iterated twice
         arrivals: list[float] = []
-        for line in r.iter_lines():
+        for line in lines:
             if line.startswith("data: "):
                 arrivals.append(time.monotonic())
                 if len(arrivals) == 3:
                     break
-        seen = [active_sequences(server) for _ in range(5)]
-        if 1 not in seen:  # a rare flake: say whether the stream really ended, to tell an engine bug from a metric one
-            rest = [line[:120] for line in r.iter_lines() if line.startswith("data: ")]
+        # The gauge has read 0 here in a few full-suite runs (never in isolation, cause unknown): poll it for a
+        # while, and if it never shows the stream, say whether the stream really ended (engine) or not (metric).
+        seen = [active_sequences(server)]
+        deadline = time.monotonic() + 10
+        while seen[-1] != 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+            seen.append(active_sequences(server))
+        if seen[-1] != 1:
+            rest = [line[:300] for line in lines if line.startswith("data: ")]
             raise AssertionError(
                 f"the stream should still be generating; /metrics said {seen}; the stream then sent "
-                f"{len(rest)} more events, the last: {rest[-1:]}"
+                f"{len(rest)} more events, the last: {rest[-1:]}; server log tail:\n{server.log()[-3000:]}"
             )
     # Leaving the `with` closed the connection after 3 of 400 tokens.
     took = wait_until_idle(server, within=3.0)
