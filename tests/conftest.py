@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.support.server import OPEN_ANONYMOUS_NO_CACHE, Server, run_cli, start_server
+from tests.support.server import OPEN_ANONYMOUS_NO_CACHE, Server, new_user_token, start_server
 
 PROTOCOL_SERVER_CONFIG = OPEN_ANONYMOUS_NO_CACHE  # the protocol suites compare fresh generations
 
@@ -20,8 +20,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         srv.wait_healthy()
         # OpenAI clients always send a key: give the suites a real one.
-        run_cli(srv, "users", "create", "suite", "--tier", "enterprise")
-        srv.token = run_cli(srv, "tokens", "create", "suite").stdout.strip().splitlines()[-1]
+        srv.token = new_user_token(srv, "suite", "enterprise")
         yield srv
     finally:
         srv.stop()

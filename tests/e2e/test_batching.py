@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.server import OPEN_ANONYMOUS_NO_CACHE, Server, run_cli, run_together, start_server
+from tests.support.server import OPEN_ANONYMOUS_NO_CACHE, Server, new_user_token, run_together, start_server
 
 NO_CACHE = {"x-use-cache": "0"}
 PROMPTS = [
@@ -143,8 +143,7 @@ def test_a_context_longer_than_the_cache_budget_is_a_clear_422(tight: Server) ->
 
 def test_higher_tiers_are_admitted_first_when_requests_wait(single: Server) -> None:
     srv = single
-    run_cli(srv, "users", "create", "boss", "--tier", "enterprise")
-    token = run_cli(srv, "tokens", "create", "boss").stdout.strip().splitlines()[-1]
+    token = new_user_token(srv, "boss", "enterprise")
     finished: list[str] = []
 
     def call(name: str, headers: dict[str, str], delay: float) -> None:

@@ -15,7 +15,7 @@ import psycopg
 import pytest
 import redis
 
-from tests.support.server import Server, run_cli, start_server
+from tests.support.server import Server, new_user_token, run_cli, start_server
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -63,8 +63,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory, database: str, namespace: str
 
 def test_two_gateways_share_accounts_limits_cache_and_usage(pair: tuple[Server, Server], database: str) -> None:
     a, b = pair
-    run_cli(a, "users", "create", "pat", "--tier", "free")
-    token = run_cli(a, "tokens", "create", "pat").stdout.strip().splitlines()[-1]
+    token = new_user_token(a, "pat", "free")
     headers = {"Authorization": f"Bearer {token}"}
     # The user made through one gateway's database works on the other: they share PostgreSQL.
     urls = [s.model_url for s in (a, b)] * 6

@@ -102,6 +102,12 @@ def run_cli(server: Server, *args: str, check: bool = True) -> subprocess.Comple
     return result
 
 
+def new_user_token(server: Server, name: str, tier: str) -> str:
+    """Create a user on ``tier`` with the CLI and return a new API token of theirs."""
+    run_cli(server, "users", "create", name, "--tier", tier)
+    return run_cli(server, "tokens", "create", name).stdout.strip().splitlines()[-1]
+
+
 def start_server(home: Path, config: str | None = None, env: dict[str, str] | None = None) -> Server:
     """Start `infergate serve` in a subprocess with its own data directory (and config file, if given)."""
     home.mkdir(parents=True, exist_ok=True)

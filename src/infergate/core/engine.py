@@ -6,10 +6,10 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from infergate.core.outputs import PromptInfo, StepEvent
-from infergate.core.requests import GenerationRequest
+from infergate.core.outputs import Embeddings, PromptInfo, StepEvent
+from infergate.core.requests import EmbedRequest, GenerationRequest
 
-__all__ = ["EngineState", "EngineStats", "ModelLimits", "TextGenerator", "TokenSpan"]
+__all__ = ["Embedder", "EngineState", "EngineStats", "ModelEngine", "ModelLimits", "TextGenerator", "TokenSpan"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,15 +45,11 @@ class TokenSpan:
 
 
 @runtime_checkable
-class TextGenerator(Protocol):
-    """A text generation engine.
-
-    ``generate`` yields one PromptInfo, then StepEvents until one carries a finish reason. Leaving the
-    iterator early (a client that went away) aborts the request: the engine frees its place at the next step.
-    It raises core.errors (ValidationError for prompts that do not fit, OverloadedError, ModelLoadingError...).
-    """
+class ModelEngine(Protocol):
+    """What every engine offers the gateway: its tasks, its load state and its load."""
 
     compute_type: str
+    tasks: frozenset[str]  # the pipeline tags it answers; the first one is the catalog's
 
     def start(self) -> None:
         """Begin loading (no-op once started)."""
@@ -62,12 +58,33 @@ class TextGenerator(Protocol):
 
     def stats(self) -> EngineStats: ...
 
-    def limits(self) -> ModelLimits: ...
-
     async def wait_ready(self, timeout: float) -> None: ...
+
+
+@runtime_checkable
+class TextGenerator(ModelEngine, Protocol):
+    """A text generation engine.
+
+    ``generate`` yields one PromptInfo, then StepEvents until one carries a finish reason. Leaving the
+    iterator early (a client that went away) aborts the request: the engine frees its place at the next step.
+    It raises core.errors (ValidationError for prompts that do not fit, OverloadedError, ModelLoadingError...).
+    """
+
+    def limits(self) -> ModelLimits: ...
 
     def generate(self, request: GenerationRequest) -> AsyncGenerator[PromptInfo | StepEvent, None]: ...
 
     async def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str: ...
 
     async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[TokenSpan]: ...
+
+
+@runtime_checkable
+class Embedder(ModelEngine, Protocol):
+    """A sentence embedding engine (feature-extraction and sentence-similarity)."""
+
+    async def embed(self, request: EmbedRequest) -> Embeddings:
+        """One vector per input, in order; ValidationError for inputs too long without ``truncate``."""
+
+    async def similarity(self, source: str, sentences: list[str]) -> tuple[list[float], int]:
+        """The model's similarity of ``source`` to each sentence, and the tokens read."""

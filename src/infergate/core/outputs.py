@@ -8,12 +8,21 @@ from dataclasses import dataclass, field
 from infergate.core.params import FinishReason
 
 __all__ = [
+    "Embeddings",
     "GenerationResult",
     "PromptInfo",
     "StepEvent",
     "Token",
     "collect",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Embeddings:
+    """One vector per input, and the tokens the model read (for usage and limits)."""
+
+    vectors: list[list[float]]
+    tokens: int
 
 
 @dataclass(frozen=True, slots=True)

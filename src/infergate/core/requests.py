@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from infergate.core.params import SamplingParams, StoppingParams
 
-__all__ = ["GenerationRequest"]
+__all__ = ["EmbedRequest", "GenerationRequest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,3 +25,16 @@ class GenerationRequest:
     prefill_details: bool = False
     add_special_tokens: bool = True
     priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedRequest:
+    """Sentence embeddings with TEI's options. ``truncate`` cuts inputs longer than the model reads (from the
+    ``truncation_direction`` side) instead of refusing them; ``dimensions`` keeps the first N (Matryoshka)."""
+
+    inputs: tuple[str, ...]
+    normalize: bool = True
+    truncate: bool = False
+    truncation_direction: str = "right"
+    prompt_name: str | None = None
+    dimensions: int | None = None

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from infergate.catalog.catalog import Catalog, ModelSpec
-from infergate.core.engine import TextGenerator
+from infergate.core.engine import Embedder, ModelEngine, TextGenerator
 from infergate.core.errors import BadRequestError, ForbiddenError, Quota, ValidationError
-from infergate.core.outputs import GenerationResult, PromptInfo, StepEvent, collect
-from infergate.core.requests import GenerationRequest
+from infergate.core.outputs import Embeddings, GenerationResult, PromptInfo, StepEvent, collect
+from infergate.core.requests import EmbedRequest, GenerationRequest
 from infergate.gateway.auth import Authenticator
 from infergate.gateway.fanout import merge
 from infergate.gateway.principal import Principal
@@ -37,7 +37,7 @@ class Ticket:
 
     principal: Principal
     spec: ModelSpec
-    engine: TextGenerator
+    engine: ModelEngine
     tier: TierPolicy
     quota: Quota | None = None  # set once the request is counted
     started: float = field(default_factory=time.perf_counter)
@@ -45,12 +45,23 @@ class Ticket:
     generated_tokens: int = 0
     cached: bool = False
 
+    @property
+    def text(self) -> TextGenerator:
+        """The engine, for a route that generates text (``open`` checked the task)."""
+        assert isinstance(self.engine, TextGenerator), self.spec.task
+        return self.engine
+
+    @property
+    def embedder(self) -> Embedder:
+        assert isinstance(self.engine, Embedder), self.spec.task
+        return self.engine
+
 
 class Gateway:
     def __init__(
         self,
         catalog: Catalog,
-        engines: Mapping[str, TextGenerator],
+        engines: Mapping[str, ModelEngine],
         *,
         authenticator: Authenticator,
         tiers: Mapping[str, TierPolicy],
@@ -71,7 +82,7 @@ class Gateway:
         self._default_max_tokens = default_max_tokens
 
     # -- admission ---------------------------------------------------------------------------------------
-    def resolve(self, model_id: str | None) -> tuple[ModelSpec, TextGenerator]:
+    def resolve(self, model_id: str | None) -> tuple[ModelSpec, ModelEngine]:
         spec = self.catalog.resolve(model_id)
         engine = self._engines.get(spec.id)
         if engine is None:
@@ -81,17 +92,31 @@ class Gateway:
             )
         return spec, engine
 
-    def engines(self) -> Mapping[str, TextGenerator]:
+    def engines(self) -> Mapping[str, ModelEngine]:
         return self._engines
+
+    def task_of(self, model_id: str | None) -> str | None:
+        """The task the model serves, or None for an unknown id (its request then gets the 404)."""
+        try:
+            return self.resolve(model_id)[0].task
+        except Exception:
+            return None
 
     async def authenticate(self, authorization: str | None, client: str) -> Principal:
         return await self.authenticator.authenticate(authorization, client)
 
-    async def open(self, authorization: str | None, client: str, model_id: str | None) -> Ticket:
-        """Who is calling and for which model (401, 404). The ticket then goes through ``admit``; a request
-        refused there is still accounted to its caller."""
+    async def open(
+        self, authorization: str | None, client: str, model_id: str | None, task: str = "text-generation"
+    ) -> Ticket:
+        """Who is calling and for which model (401, 404), and whether it serves ``task`` (400). The ticket then
+        goes through ``admit``; a request refused there is still accounted to its caller."""
         principal = await self.authenticate(authorization, client)
         spec, engine = self.resolve(model_id)
+        if task not in engine.tasks:
+            raise BadRequestError(
+                f"Model {spec.id} serves the task {spec.task!r}, not {task!r}. Send it a {spec.task} request "
+                f"(POST /models/{spec.id}), or call a {task} model: GET /v1/models lists each model's task."
+            )
         return Ticket(principal, spec, engine, self.tiers[principal.tier])
 
     async def admit(self, ticket: Ticket, wait: bool) -> None:
@@ -144,9 +169,9 @@ class Gateway:
             slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
             try:
                 if len(requests) == 1:
-                    results = [await collect(ticket.engine.generate(requests[0]))]
+                    results = [await collect(ticket.text.generate(requests[0]))]
                 else:
-                    results = await _together(ticket.engine, requests)
+                    results = await _together(ticket.text, requests)
             finally:
                 await self._limiter.release_slot(slot)
         finally:
@@ -179,7 +204,7 @@ class Gateway:
         try:
             slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
             try:
-                async for index, event in merge([ticket.engine.generate(r) for r in requests]):
+                async for index, event in merge([ticket.text.generate(r) for r in requests]):
                     if isinstance(event, PromptInfo):
                         ticket.prompt_tokens += event.input_length if index == 0 else 0
                     else:
@@ -202,6 +227,41 @@ class Gateway:
         results = await self.generate(ticket, [request] * n, use_cache=use_cache, variant=variant)
         ranked = sorted(results, key=lambda r: r.logprob_sum, reverse=True)
         return ranked[0], ranked[1:]
+
+    async def embed(self, ticket: Ticket, request: EmbedRequest, *, use_cache: bool) -> Embeddings:
+        """Sentence embeddings: from the cache, or the engine within the caller's concurrency slot."""
+        key = ResultCache.key_for(ticket.spec.id, "feature-extraction", repr(request))
+        hit = await self._cache.get_json(key) if self._cache is not None and use_cache else None
+        if hit is not None:
+            ticket.cached = True
+            result = Embeddings(hit["vectors"], hit["tokens"])
+        else:
+            slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
+            try:
+                result = await ticket.embedder.embed(request)
+            finally:
+                await self._limiter.release_slot(slot)
+            if self._cache is not None:
+                await self._cache.put_json(key, {"vectors": result.vectors, "tokens": result.tokens})
+        ticket.prompt_tokens = result.tokens
+        return result
+
+    async def similarity(self, ticket: Ticket, source: str, sentences: list[str], *, use_cache: bool) -> list[float]:
+        key = ResultCache.key_for(ticket.spec.id, "sentence-similarity", repr((source, sentences)))
+        hit = await self._cache.get_json(key) if self._cache is not None and use_cache else None
+        if hit is not None:
+            ticket.cached = True
+            scores, tokens = hit["scores"], hit["tokens"]
+        else:
+            slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
+            try:
+                scores, tokens = await ticket.embedder.similarity(source, sentences)
+            finally:
+                await self._limiter.release_slot(slot)
+            if self._cache is not None:
+                await self._cache.put_json(key, {"scores": scores, "tokens": tokens})
+        ticket.prompt_tokens = tokens
+        return list(scores)
 
     @staticmethod
     def with_seed(request: GenerationRequest, seed: int | None) -> GenerationRequest:

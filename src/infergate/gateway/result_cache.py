@@ -32,20 +32,37 @@ class ResultCache:
         # Priority is the caller's tier, not part of what is computed. The repr of these frozen dataclasses
         # (strings, numbers, tuples) is canonical and ten times cheaper than a JSON of asdict() on the hot path.
         canonical = "|".join(repr(replace(r, priority=0)) for r in requests)
-        return cache_key("v2", model_id, task, variant, canonical)
+        return ResultCache.key_for(model_id, task, variant + canonical)
+
+    @staticmethod
+    def key_for(model_id: str, task: str, canonical: str) -> str:
+        """The key of any task's result: ``canonical`` is the request in a form that equal requests share."""
+        return cache_key("v2", model_id, task, canonical)
 
     async def get(self, key: str) -> list[GenerationResult] | None:
-        raw = await self._backend.get(key)
-        if raw is None:
-            return None
+        raw = await self.get_json(key)
         try:
-            return [_result_from(d) for d in json.loads(raw)]
-        except (ValueError, KeyError, TypeError):  # an entry from another version: a miss, not an error
+            return None if raw is None else [_result_from(d) for d in raw]
+        except (KeyError, TypeError):  # an entry from another version: a miss, not an error
             log.warning("ignoring an unreadable result-cache entry")
             return None
 
     async def put(self, key: str, results: list[GenerationResult]) -> None:
-        await self._backend.set(key, json.dumps([asdict(r) for r in results]).encode(), self._ttl)
+        await self.put_json(key, [asdict(r) for r in results])
+
+    async def get_json(self, key: str) -> Any:
+        """A stored JSON value (None on a miss or an unreadable entry)."""
+        raw = await self._backend.get(key)
+        if raw is None:
+            return None
+        try:
+            return json.loads(raw)
+        except ValueError:
+            log.warning("ignoring an unreadable result-cache entry")
+            return None
+
+    async def put_json(self, key: str, value: Any) -> None:
+        await self._backend.set(key, json.dumps(value).encode(), self._ttl)
 
     async def close(self) -> None:
         await self._backend.close()

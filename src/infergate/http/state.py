@@ -32,10 +32,11 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def admit(request: Request, model_id: str | None, wait: bool) -> Ticket:
-    """Authenticate, gate, count and wait for the model; the ticket rides on the request for accounting."""
+async def admit(request: Request, model_id: str | None, wait: bool, task: str = "text-generation") -> Ticket:
+    """Authenticate, check the model serves ``task``, gate, count and wait for the model; the ticket rides on
+    the request for accounting."""
     gateway = get_state(request).gateway
-    ticket = await gateway.open(request.headers.get("authorization"), client_address(request), model_id)
+    ticket = await gateway.open(request.headers.get("authorization"), client_address(request), model_id, task)
     request.state.ticket = ticket
     await gateway.admit(ticket, wait)
     return ticket

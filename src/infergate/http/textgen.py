@@ -59,7 +59,7 @@ async def text_generation(
     streaming = force_stream if force_stream is not None else isinstance(body, dict) and body.get("stream") is True
     try:
         call = parse_generate(
-            body, stream=force_stream, full_text_default=full_text_default, limits=ticket.engine.limits()
+            body, stream=force_stream, full_text_default=full_text_default, limits=ticket.text.limits()
         )
     except _STREAMED_ERRORS as exc:
         if streaming:

@@ -6,12 +6,12 @@ from collections.abc import Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
-from infergate.core.engine import TextGenerator
+from infergate.core.engine import ModelEngine
 
 __all__ = ["render_metrics"]
 
 
-def render_metrics(engines: Mapping[str, TextGenerator]) -> tuple[bytes, str]:
+def render_metrics(engines: Mapping[str, ModelEngine]) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     active = Gauge("infergate_active_sequences", "Sequences being generated", ["model"], registry=registry)
     waiting = Gauge("infergate_waiting_requests", "Requests queued for a slot", ["model"], registry=registry)

@@ -15,22 +15,14 @@ import asyncio
 import heapq
 import logging
 import threading
-import time
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 from infergate.core.engine import EngineState, EngineStats, ModelLimits, TokenSpan
-from infergate.core.errors import (
-    GenerationError,
-    InfergateError,
-    ModelLoadFailedError,
-    ModelLoadingError,
-    OverloadedError,
-    ShuttingDownError,
-    ValidationError,
-)
+from infergate.core.errors import GenerationError, InfergateError, OverloadedError, ShuttingDownError, ValidationError
 from infergate.core.outputs import PromptInfo, StepEvent
 from infergate.core.requests import GenerationRequest
+from infergate.engines.lifecycle import ModelLoad
 from infergate.engines.textgen.loader import LoadedModel, load_causal_lm
 from infergate.engines.textgen.runner import BatchRunner, RowInput
 from infergate.engines.textgen.sequence import Sequence, Vocabulary
@@ -39,7 +31,6 @@ __all__ = ["TextGenEngine"]
 
 log = logging.getLogger(__name__)
 
-_RELOAD_AFTER_S = 30.0  # a failed load is retried by the first request after this long
 _DEFAULT_LOAD_ESTIMATE_S = 20.0
 _CAPACITY_STEP = 128  # cache rows grow in whole steps of positions, so a resize is rare
 
@@ -49,6 +40,8 @@ def _round_up(n: int, step: int = _CAPACITY_STEP) -> int:
 
 
 class TextGenEngine:
+    tasks = frozenset({"text-generation"})
+
     def __init__(
         self,
         model_id: str,
@@ -76,10 +69,7 @@ class TextGenEngine:
         self._kv_cache_bytes = kv_cache_mb * 1024 * 1024
         self._prefill_chunk = prefill_chunk
         self._loader = loader
-        self._status = "idle"  # idle: not started (models that load on first use)
-        self._error: str | None = None
-        self._load_started = 0.0
-        self._last_load_s = _DEFAULT_LOAD_ESTIMATE_S
+        self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S)
         self._loaded: LoadedModel | None = None
         self._runner: BatchRunner | None = None
         self._vocab: Vocabulary | None = None
@@ -89,16 +79,15 @@ class TextGenEngine:
         self._waiting: list[tuple[int, int, Sequence]] = []  # heap of (-priority, order, seq)
         self._rows: list[Sequence] = []  # admitted sequences; index = cache row
         self._stopping = False
-        self._ready = threading.Event()
         self._loop_thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
         """Load the model in the background; requests get ModelLoadingError until it is ready."""
-        if self._status != "idle":
+        if self._life.status != "idle":
             return
         self._stopping = False
-        self._begin_load()
+        self._life.begin()
         self._loop_thread = threading.Thread(target=self._loop, name=f"textgen:{self.model_id}", daemon=True)
         self._loop_thread.start()
 
@@ -109,27 +98,12 @@ class TextGenEngine:
             self._cond.notify_all()
         if self._loop_thread is not None:
             self._loop_thread.join(timeout)
-        self._status = "stopped"
+        self._life.stopped()
 
-    def _begin_load(self) -> None:
-        self._status = "loading"
-        self._error = None
-        self._load_started = time.monotonic()
-        threading.Thread(target=self._load, name=f"load:{self.model_id}", daemon=True).start()
-
-    def _load(self) -> None:
-        try:
-            loaded = self._loader(self.source, self._threads, self._dtype)
-            self._install(loaded)
-        except Exception as exc:  # any failure to load is reported to requests, never raised in the server
-            log.exception("loading %s from %s failed", self.model_id, self.source)
-            self._error = f"{type(exc).__name__}: {exc}"
-            self._status = "failed"
-            return
-        self._last_load_s = time.monotonic() - self._load_started
-        self._status = "ready"
-        self._ready.set()
-        log.info("model %s ready in %.1f s on %s", self.model_id, self._last_load_s, loaded.device)
+    def _load(self) -> str:
+        loaded = self._loader(self.source, self._threads, self._dtype)
+        self._install(loaded)
+        return str(loaded.device)
 
     def _install(self, loaded: LoadedModel) -> None:
         tok, config = loaded.tokenizer, loaded.model.config
@@ -161,10 +135,7 @@ class TextGenEngine:
 
     # -- queries -----------------------------------------------------------------------------------------
     def state(self) -> EngineState:
-        estimate = max(0.5, self._last_load_s - (time.monotonic() - self._load_started))
-        if self._status == "idle":
-            return EngineState("idle", None, self._last_load_s)
-        return EngineState(self._status, self._error, estimate if self._status == "loading" else 0.0)
+        return self._life.state()
 
     def stats(self) -> EngineStats:
         return EngineStats(active=len(self._rows), waiting=len(self._waiting))
@@ -173,21 +144,12 @@ class TextGenEngine:
         return self._limits
 
     async def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self._status == "loading" and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        await self._life.wait(timeout)
         self._check_ready()
 
     def _check_ready(self) -> LoadedModel:
-        if self._status == "failed":
-            if time.monotonic() - self._load_started > _RELOAD_AFTER_S:
-                error = self._error or "unknown error"
-                self._begin_load()
-                raise ModelLoadFailedError(self.model_id, error)
-            raise ModelLoadFailedError(self.model_id, self._error or "unknown error")
-        if self._status in ("loading", "idle"):
-            raise ModelLoadingError(self.model_id, self.state().estimated_time)
-        if self._status == "stopped" or self._stopping or self._loaded is None:
+        self._life.check()
+        if self._stopping or self._loaded is None:
             raise ShuttingDownError()
         return self._loaded
 
@@ -273,7 +235,7 @@ class TextGenEngine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self._rows and not (self._waiting and self._ready.is_set()):
+                while not self._stopping and not self._rows and not (self._waiting and self._life.ready.is_set()):
                     self._cond.wait()
                 if self._stopping:
                     break

@@ -1,10 +1,11 @@
-"""The HF task API (`POST /`, `POST /models/{id}`) and TGI's `/generate` and `/generate_stream`."""
+"""The HF task API (`POST /`, `POST /models/{id}`, the pipeline routes) and TGI's `/generate` and `/generate_stream`."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from infergate.http.embeddings import task_request
 from infergate.http.textgen import text_generation
 
 __all__ = ["router"]
@@ -28,9 +29,19 @@ async def generate_stream(request: Request) -> Response:
     return await text_generation(request, None, force_stream=True, wrap_list=False, full_text_default=False)
 
 
+@router.post("/pipeline/{task}/{model_id:path}", summary="A model run as the given task (HF API, 0.2x clients)")
+async def pipeline(task: str, model_id: str, request: Request) -> Response:
+    return await task_request(request, model_id, task)
+
+
+@router.post("/models/{model_id:path}/pipeline/{task}", summary="A model run as the given task (HF router form)")
+async def model_pipeline(model_id: str, task: str, request: Request) -> Response:
+    return await task_request(request, model_id, task)
+
+
 def model_routes(router_: APIRouter) -> None:
     """`/models/{id}`; registered last, since ids contain `/` and the path would swallow longer routes."""
 
     @router_.post("/models/{model_id:path}", summary="HF Inference API on a model")
     async def model(model_id: str, request: Request) -> Response:
-        return await text_generation(request, model_id, force_stream=None, wrap_list=True, full_text_default=True)
+        return await task_request(request, model_id, None)

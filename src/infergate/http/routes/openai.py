@@ -15,6 +15,7 @@ from infergate.core.outputs import PromptInfo, StepEvent
 from infergate.core.requests import GenerationRequest
 from infergate.gateway.gateway import Gateway, Ticket
 from infergate.http.body import read_json
+from infergate.http.embeddings import openai_embeddings
 from infergate.http.errors import openai_error, status_for
 from infergate.http.headers import compute_headers
 from infergate.http.state import admit, get_state
@@ -86,7 +87,7 @@ async def _chat(request: Request, path_model: str | None) -> Response:
     body = await read_json(request)
     ticket = await _admit(request, path_model, body)
     gateway = get_state(request).gateway
-    engine, model = ticket.engine, ticket.spec.id
+    engine, model = ticket.text, ticket.spec.id
     call = convert.parse_chat(body, engine.limits())
     messages = convert.messages_for_template(call.wire)
     prompt = await engine.render_chat(messages)
@@ -163,13 +164,23 @@ async def model_chat(model_id: str, request: Request) -> Response:
     return await _chat(request, model_id)
 
 
+@router.post("/v1/embeddings", summary="OpenAI embeddings")
+async def embeddings(request: Request) -> Response:
+    return await openai_embeddings(request, None)
+
+
+@router.post("/models/{model_id:path}/v1/embeddings", summary="OpenAI embeddings on a model")
+async def model_embeddings(model_id: str, request: Request) -> Response:
+    return await openai_embeddings(request, model_id)
+
+
 @router.post("/v1/completions", summary="OpenAI completions")
 async def completions(request: Request) -> Response:
     body = await read_json(request)
     ticket = await _admit(request, None, body)
     gateway = get_state(request).gateway
     model = ticket.spec.id
-    call = convert.parse_completion(body, ticket.engine.limits())
+    call = convert.parse_completion(body, ticket.text.limits())
     max_tokens = call.wire.max_tokens or convert.COMPLETION_DEFAULT_MAX_TOKENS
     top_n = call.logprobs or 0
     requests: list[GenerationRequest] = []

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from infergate.core.engine import TextGenerator
+from infergate.core.engine import ModelEngine, ModelLimits, TextGenerator
 from infergate.core.errors import ValidationError
 from infergate.http.body import read_json
 from infergate.http.state import admit, get_state
@@ -31,7 +31,7 @@ async def root(request: Request) -> dict[str, Any]:
     }
 
 
-def _health(engine: TextGenerator) -> Response:
+def _health(engine: ModelEngine) -> Response:
     state = engine.state()
     if state.status == "ready":
         return Response(status_code=200)
@@ -55,7 +55,7 @@ async def model_health(model_id: str, request: Request) -> Response:
 def _info(request: Request, model_id: str | None) -> dict[str, Any]:
     state = get_state(request)
     spec, engine = state.gateway.resolve(model_id)
-    limits = engine.limits()
+    limits = engine.limits() if isinstance(engine, TextGenerator) else ModelLimits(0, 0, 0, 0, 0)
     return {
         "model_id": spec.id,
         "model_sha": None,
@@ -93,7 +93,7 @@ async def tokenize(request: Request) -> list[dict[str, Any]]:
         raise ValidationError(f"`inputs` must be a string. Expected a body like {EXAMPLE}")
     model = body.get("model") if isinstance(body, dict) and isinstance(body.get("model"), str) else None
     ticket = await admit(request, model, wait=False)
-    spans = await ticket.engine.tokenize(inputs)
+    spans = await ticket.text.tokenize(inputs)
     return [{"id": s.id, "text": s.text, "start": s.start, "stop": s.stop} for s in spans]
 
 

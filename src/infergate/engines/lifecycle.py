@@ -1,0 +1,83 @@
+"""A model's load state, shared by every local engine: idle -> loading -> ready | failed, and stopped.
+
+Loading runs on a thread of its own, so the server answers (503 with an estimate) while it goes on. A failed
+load is reported to requests with its cause and retried by the first request after ``RELOAD_AFTER_S``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from infergate.core.engine import EngineState
+from infergate.core.errors import ModelLoadFailedError, ModelLoadingError, ShuttingDownError
+
+__all__ = ["RELOAD_AFTER_S", "ModelLoad"]
+
+log = logging.getLogger(__name__)
+
+RELOAD_AFTER_S = 30.0
+
+
+class ModelLoad:
+    """``load`` builds the model and returns where it runs (for the log); it may raise anything."""
+
+    def __init__(self, model_id: str, source: str, load: Callable[[], str], estimate_s: float) -> None:
+        self.model_id = model_id
+        self.source = source
+        self._load = load
+        self.status = "idle"  # not started: models that load on first use
+        self.error: str | None = None
+        self.ready = threading.Event()
+        self._started = 0.0
+        self.last_load_s = estimate_s  # the estimate until a load has been timed
+
+    def begin(self) -> None:
+        self.status = "loading"
+        self.error = None
+        self._started = time.monotonic()
+        threading.Thread(target=self._run, name=f"load:{self.model_id}", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            device = self._load()
+        except Exception as exc:  # any failure to load is reported to requests, never raised in the server
+            log.exception("loading %s from %s failed", self.model_id, self.source)
+            self.error = f"{type(exc).__name__}: {exc}"
+            self.status = "failed"
+            return
+        self.last_load_s = time.monotonic() - self._started
+        self.status = "ready"
+        self.ready.set()
+        log.info("model %s ready in %.1f s on %s", self.model_id, self.last_load_s, device)
+
+    def stopped(self) -> None:
+        self.status = "stopped"
+
+    def state(self) -> EngineState:
+        if self.status == "idle":
+            return EngineState("idle", None, self.last_load_s)
+        estimate = max(0.5, self.last_load_s - (time.monotonic() - self._started))
+        return EngineState(self.status, self.error, estimate if self.status == "loading" else 0.0)
+
+    async def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` for a load in progress, then ``check``."""
+        deadline = time.monotonic() + timeout
+        while self.status == "loading" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        self.check()
+
+    def check(self) -> None:
+        """Raise what a request must see unless the model is ready; restart a load that failed long enough ago."""
+        if self.status == "failed":
+            error = self.error or "unknown error"
+            if time.monotonic() - self._started > RELOAD_AFTER_S:
+                self.begin()
+            raise ModelLoadFailedError(self.model_id, error)
+        if self.status in ("loading", "idle"):
+            raise ModelLoadingError(self.model_id, self.state().estimated_time)
+        if self.status == "stopped":
+            raise ShuttingDownError()

@@ -1,0 +1,85 @@
+"""Embedding tasks over HTTP: feature-extraction and sentence-similarity (HF task API and pipeline routes) and
+OpenAI's `/v1/embeddings`; and the dispatch of `POST /models/{id}` by the task the model serves."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from infergate.core.errors import BadRequestError
+from infergate.http.body import read_json
+from infergate.http.headers import compute_headers
+from infergate.http.state import admit, get_state
+from infergate.http.streaming import cancel_on_disconnect
+from infergate.http.textgen import compute_type, text_generation, use_cache, wants_to_wait
+from infergate.protocols import embeddings as wire
+
+__all__ = ["feature_extraction", "openai_embeddings", "sentence_similarity", "task_request"]
+
+EMBEDDING_TASKS = ("feature-extraction", "sentence-similarity")
+TASKS = ("text-generation", *EMBEDDING_TASKS)
+
+
+async def task_request(request: Request, model_id: str | None, task: str | None) -> Response:
+    """`POST /models/{id}` (task None: the model's own, or the body's shape) and `/pipeline/{task}/{id}`."""
+    if task is not None and task not in TASKS:
+        raise BadRequestError(
+            f"The task `{task}` is not recognized by this server; it serves {', '.join(TASKS)}. "
+            "Use one of those in the /pipeline/{task}/{model_id} route."
+        )
+    served = get_state(request).gateway.task_of(model_id)
+    if task is None and served in EMBEDDING_TASKS:
+        body = await read_json(request)
+        task = "sentence-similarity" if wire.is_similarity_body(body) else "feature-extraction"
+    if task == "feature-extraction":
+        return await feature_extraction(request, model_id)
+    if task == "sentence-similarity":
+        return await sentence_similarity(request, model_id)
+    return await text_generation(request, model_id, force_stream=None, wrap_list=True, full_text_default=True)
+
+
+async def feature_extraction(request: Request, model_id: str | None) -> Response:
+    body = await read_json(request)
+    ticket = await admit(request, model_id, wants_to_wait(request, body), task="feature-extraction")
+    if fields := wire.other_task_fields(body):
+        raise BadRequestError(
+            f"Model {ticket.spec.id} serves the task {ticket.spec.task!r}; {', '.join(fields)} belong to another "
+            f"task. Send a body like {wire.FE_EXAMPLE}, or call a model of that task (GET /v1/models)."
+        )
+    embed_request, single = wire.parse_feature_extraction(body)
+    gateway = get_state(request).gateway
+    result = await cancel_on_disconnect(
+        request, gateway.embed(ticket, embed_request, use_cache=use_cache(request, body))
+    )
+    characters = sum(len(t) for t in embed_request.inputs)
+    headers = compute_headers(compute_type(ticket), ticket.started, characters, result.tokens)
+    return JSONResponse(result.vectors[0] if single else result.vectors, headers=headers)
+
+
+async def sentence_similarity(request: Request, model_id: str | None) -> Response:
+    body = await read_json(request)
+    ticket = await admit(request, model_id, wants_to_wait(request, body), task="sentence-similarity")
+    source, sentences = wire.parse_similarity(body)
+    gateway = get_state(request).gateway
+    scores = await cancel_on_disconnect(
+        request, gateway.similarity(ticket, source, sentences, use_cache=use_cache(request, body))
+    )
+    characters = len(source) + sum(len(s) for s in sentences)
+    headers = compute_headers(compute_type(ticket), ticket.started, characters, ticket.prompt_tokens)
+    return JSONResponse(scores, headers=headers)
+
+
+async def openai_embeddings(request: Request, path_model: str | None) -> Response:
+    body = await read_json(request)
+    model, embed_request, encoding = wire.parse_openai_embeddings(body)
+    if path_model is None and model is None:  # the first embedding model in the catalog
+        model = next((s.id for s in get_state(request).gateway.catalog if s.task in EMBEDDING_TASKS), None)
+    ticket = await admit(request, path_model or model, wants_to_wait(request, body), task="feature-extraction")
+    gateway = get_state(request).gateway
+    result = await cancel_on_disconnect(
+        request, gateway.embed(ticket, embed_request, use_cache=use_cache(request, body))
+    )
+    payload = wire.openai_embeddings_response(result.vectors, ticket.spec.id, result.tokens, encoding)
+    characters = sum(len(t) for t in embed_request.inputs)
+    headers = compute_headers(compute_type(ticket), ticket.started, characters, result.tokens)
+    return JSONResponse(payload, headers=headers)
