@@ -29,7 +29,11 @@ def test_defaults_without_a_file(tmp_path: Path) -> None:
     assert s.server.port == 8000
     assert s.server.host == "127.0.0.1"
     assert s.server.max_body_bytes == 2_000_000
-    assert [m.id for m in s.models] == ["HuggingFaceTB/SmolLM2-135M-Instruct", "google/gemma-3-270m"]
+    assert [m.id for m in s.models] == [
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "google/gemma-3-270m",
+        "sentence-transformers/all-MiniLM-L6-v2",
+    ]
     # the curated model is for paying tiers only
     assert s.models[1].tiers == ("pro", "enterprise")
     assert DEFAULT_MODEL_ID == "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -68,16 +72,16 @@ def test_config_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Non
 def test_models_extend_the_catalog(tmp_path: Path) -> None:
     text = '[[models]]\nid = "acme/tiny"\nsource = "/models/tiny.gguf"\nload_at_startup = false\n'
     s = load_settings(write(tmp_path, text))
-    assert [m.id for m in s.models] == [DEFAULT_MODEL_ID, "google/gemma-3-270m", "acme/tiny"]
-    assert s.models[2].source == "/models/tiny.gguf"
-    assert s.models[2].load_at_startup is False
-    assert s.models[2].task == "text-generation"
+    assert [m.id for m in s.models][-1] == "acme/tiny" and s.models[0].id == DEFAULT_MODEL_ID
+    assert s.models[-1].source == "/models/tiny.gguf"
+    assert s.models[-1].load_at_startup is False
+    assert s.models[-1].task == "text-generation"
 
 
 def test_model_with_the_default_id_replaces_it(tmp_path: Path) -> None:
     text = f'[[models]]\nid = "{DEFAULT_MODEL_ID}"\nsource = "/local/smol"\nmax_total_tokens = 1024\n'
     s = load_settings(write(tmp_path, text))
-    assert len(s.models) == 2  # replaced in place, not added
+    assert len(s.models) == 3  # replaced in place, not added
     assert s.models[0].source == "/local/smol"
     assert s.models[0].max_total_tokens == 1024
 
