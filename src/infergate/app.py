@@ -15,7 +15,9 @@ from fastapi import FastAPI
 from infergate import __version__
 from infergate.catalog.catalog import Catalog, ModelSpec
 from infergate.core.engine import ModelEngine
+from infergate.core.tasks import EMBEDDING_TASKS, PIPELINE_TASKS, TEXT_GENERATION
 from infergate.engines.embeddings.engine import EmbeddingEngine
+from infergate.engines.pipelines.engine import PipelineEngine
 from infergate.engines.textgen.engine import TextGenEngine
 from infergate.gateway.auth import Authenticator
 from infergate.gateway.cache_backends import CacheBackend, FallbackCache, InMemoryCache, RedisCache
@@ -65,11 +67,19 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
     engines: dict[str, _LocalEngine] = {}
     settings_entry = {m.id: m for m in settings.models}
     for spec in catalog:
-        if spec.task in EmbeddingEngine.tasks:
+        if spec.task in EMBEDDING_TASKS:
             engines[spec.id] = EmbeddingEngine(
                 spec.id, spec.source, max_waiting=settings.engine.max_waiting, threads=settings.engine.threads
             )
-        elif spec.task in TextGenEngine.tasks:
+        elif spec.task in PIPELINE_TASKS:
+            engines[spec.id] = PipelineEngine(
+                spec.id,
+                spec.task,
+                spec.source,
+                max_waiting=settings.engine.max_waiting,
+                threads=settings.engine.threads,
+            )
+        elif spec.task == TEXT_GENERATION:
             engines[spec.id] = TextGenEngine(
                 spec.id,
                 spec.source,

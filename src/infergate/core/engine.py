@@ -9,7 +9,16 @@ from typing import Any, Protocol, runtime_checkable
 from infergate.core.outputs import Embeddings, PromptInfo, StepEvent
 from infergate.core.requests import EmbedRequest, GenerationRequest
 
-__all__ = ["Embedder", "EngineState", "EngineStats", "ModelEngine", "ModelLimits", "TextGenerator", "TokenSpan"]
+__all__ = [
+    "Embedder",
+    "EngineState",
+    "EngineStats",
+    "ModelEngine",
+    "ModelLimits",
+    "PipelineRunner",
+    "TextGenerator",
+    "TokenSpan",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,3 +97,11 @@ class Embedder(ModelEngine, Protocol):
 
     async def similarity(self, source: str, sentences: list[str]) -> tuple[list[float], int]:
         """The model's similarity of ``source`` to each sentence, and the tokens read."""
+
+
+@runtime_checkable
+class PipelineRunner(ModelEngine, Protocol):
+    """A transformers pipeline task (fill-mask, text-classification, summarization, ...)."""
+
+    async def run(self, inputs: Any, parameters: dict[str, Any]) -> Any:
+        """The pipeline's answer as JSON-able values; BadRequestError for inputs the pipeline refuses."""

@@ -10,13 +10,15 @@ Access is checked before the cache, so a cached answer of a gated model never re
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 from infergate.catalog.catalog import Catalog, ModelSpec
-from infergate.core.engine import Embedder, ModelEngine, TextGenerator
+from infergate.core.engine import Embedder, ModelEngine, PipelineRunner, TextGenerator
 from infergate.core.errors import BadRequestError, ForbiddenError, Quota, ValidationError
 from infergate.core.outputs import Embeddings, GenerationResult, PromptInfo, StepEvent, collect
 from infergate.core.requests import EmbedRequest, GenerationRequest
@@ -230,38 +232,53 @@ class Gateway:
 
     async def embed(self, ticket: Ticket, request: EmbedRequest, *, use_cache: bool) -> Embeddings:
         """Sentence embeddings: from the cache, or the engine within the caller's concurrency slot."""
-        key = ResultCache.key_for(ticket.spec.id, "feature-extraction", repr(request))
-        hit = await self._cache.get_json(key) if self._cache is not None and use_cache else None
-        if hit is not None:
-            ticket.cached = True
-            result = Embeddings(hit["vectors"], hit["tokens"])
-        else:
-            slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
-            try:
-                result = await ticket.embedder.embed(request)
-            finally:
-                await self._limiter.release_slot(slot)
-            if self._cache is not None:
-                await self._cache.put_json(key, {"vectors": result.vectors, "tokens": result.tokens})
-        ticket.prompt_tokens = result.tokens
-        return result
+
+        async def compute() -> Any:
+            out = await ticket.embedder.embed(request)
+            return {"vectors": out.vectors, "tokens": out.tokens}
+
+        value = await self._cached(ticket, "feature-extraction", repr(request), compute, use_cache)
+        ticket.prompt_tokens = value["tokens"]
+        return Embeddings(value["vectors"], value["tokens"])
 
     async def similarity(self, ticket: Ticket, source: str, sentences: list[str], *, use_cache: bool) -> list[float]:
-        key = ResultCache.key_for(ticket.spec.id, "sentence-similarity", repr((source, sentences)))
-        hit = await self._cache.get_json(key) if self._cache is not None and use_cache else None
-        if hit is not None:
-            ticket.cached = True
-            scores, tokens = hit["scores"], hit["tokens"]
-        else:
-            slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
-            try:
-                scores, tokens = await ticket.embedder.similarity(source, sentences)
-            finally:
-                await self._limiter.release_slot(slot)
-            if self._cache is not None:
-                await self._cache.put_json(key, {"scores": scores, "tokens": tokens})
-        ticket.prompt_tokens = tokens
-        return list(scores)
+        async def compute() -> Any:
+            scores, tokens = await ticket.embedder.similarity(source, sentences)
+            return {"scores": scores, "tokens": tokens}
+
+        value = await self._cached(ticket, "sentence-similarity", repr((source, sentences)), compute, use_cache)
+        ticket.prompt_tokens = value["tokens"]
+        return list(value["scores"])
+
+    async def run_pipeline(self, ticket: Ticket, inputs: Any, parameters: dict[str, Any], *, use_cache: bool) -> Any:
+        """A pipeline task's answer (JSON values), from the cache or the engine."""
+        engine = ticket.engine
+        assert isinstance(engine, PipelineRunner), ticket.spec.task
+
+        async def compute() -> Any:
+            return await engine.run(inputs, parameters)
+
+        canonical = json.dumps([inputs, parameters], sort_keys=True)
+        return await self._cached(ticket, ticket.spec.task, canonical, compute, use_cache)
+
+    async def _cached(
+        self, ticket: Ticket, task: str, canonical: str, compute: Callable[[], Awaitable[Any]], use_cache: bool
+    ) -> Any:
+        """A JSON result: from the cache when allowed, else computed within the caller's concurrency slot."""
+        key = ResultCache.key_for(ticket.spec.id, task, canonical)
+        if self._cache is not None and use_cache:
+            hit = await self._cache.get_json(key)
+            if hit is not None:
+                ticket.cached = True
+                return hit
+        slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
+        try:
+            value = await compute()
+        finally:
+            await self._limiter.release_slot(slot)
+        if self._cache is not None:
+            await self._cache.put_json(key, value)
+        return value
 
     @staticmethod
     def with_seed(request: GenerationRequest, seed: int | None) -> GenerationRequest:

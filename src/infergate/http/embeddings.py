@@ -1,5 +1,5 @@
 """Embedding tasks over HTTP: feature-extraction and sentence-similarity (HF task API and pipeline routes) and
-OpenAI's `/v1/embeddings`; and the dispatch of `POST /models/{id}` by the task the model serves."""
+OpenAI's `/v1/embeddings`."""
 
 from __future__ import annotations
 
@@ -7,35 +7,15 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from infergate.core.errors import BadRequestError
+from infergate.core.tasks import EMBEDDING_TASKS
 from infergate.http.body import read_json
 from infergate.http.headers import compute_headers
 from infergate.http.state import admit, get_state
 from infergate.http.streaming import cancel_on_disconnect
-from infergate.http.textgen import compute_type, text_generation, use_cache, wants_to_wait
+from infergate.http.textgen import compute_type, use_cache, wants_to_wait
 from infergate.protocols import embeddings as wire
 
-__all__ = ["feature_extraction", "openai_embeddings", "sentence_similarity", "task_request"]
-
-EMBEDDING_TASKS = ("feature-extraction", "sentence-similarity")
-TASKS = ("text-generation", *EMBEDDING_TASKS)
-
-
-async def task_request(request: Request, model_id: str | None, task: str | None) -> Response:
-    """`POST /models/{id}` (task None: the model's own, or the body's shape) and `/pipeline/{task}/{id}`."""
-    if task is not None and task not in TASKS:
-        raise BadRequestError(
-            f"The task `{task}` is not recognized by this server; it serves {', '.join(TASKS)}. "
-            "Use one of those in the /pipeline/{task}/{model_id} route."
-        )
-    served = get_state(request).gateway.task_of(model_id)
-    if task is None and served in EMBEDDING_TASKS:
-        body = await read_json(request)
-        task = "sentence-similarity" if wire.is_similarity_body(body) else "feature-extraction"
-    if task == "feature-extraction":
-        return await feature_extraction(request, model_id)
-    if task == "sentence-similarity":
-        return await sentence_similarity(request, model_id)
-    return await text_generation(request, model_id, force_stream=None, wrap_list=True, full_text_default=True)
+__all__ = ["feature_extraction", "openai_embeddings", "sentence_similarity"]
 
 
 async def feature_extraction(request: Request, model_id: str | None) -> Response:

@@ -3,28 +3,25 @@
 Requests queue up while the model encodes; the worker takes every waiting request (up to ``max_batch_inputs``
 inputs) into one ``encode`` call, so concurrent callers share the forward passes. Options that differ per
 request (normalization, dimensions) are applied to each request's vectors after the shared pass; prompts are
-prepended as sentence-transformers does; a request whose caller left is dropped before it runs.
+prepended as sentence-transformers does.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import threading
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from infergate.core.engine import EngineState, EngineStats
-from infergate.core.errors import GenerationError, OverloadedError, ShuttingDownError, ValidationError
+from infergate.core.errors import ShuttingDownError, ValidationError
 from infergate.core.outputs import Embeddings
 from infergate.core.requests import EmbedRequest
+from infergate.core.tasks import EMBEDDING_TASKS
 from infergate.engines.lifecycle import ModelLoad
 from infergate.engines.sources import resolve_source
+from infergate.engines.worker import BatchWorker
 
 __all__ = ["EmbeddingEngine", "load_sentence_transformer"]
-
-log = logging.getLogger(__name__)
 
 _DEFAULT_LOAD_ESTIMATE_S = 5.0
 
@@ -44,12 +41,10 @@ def load_sentence_transformer(source: str, threads: int | None) -> Any:
 class _Job:
     texts: list[str]  # prompts prepended, truncated as asked
     request: EmbedRequest
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[list[list[float]]] = field(repr=False)
 
 
 class EmbeddingEngine:
-    tasks = frozenset({"feature-extraction", "sentence-similarity"})
+    tasks = EMBEDDING_TASKS
 
     def __init__(
         self,
@@ -64,16 +59,14 @@ class EmbeddingEngine:
         self.model_id = model_id
         self.source = source
         self.compute_type = "cpu"
-        self._max_waiting = max_waiting
-        self._max_batch = max_batch_inputs
         self._threads = threads
         self._loader = loader
         self._model: Any = None
         self._max_tokens = 0
         self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S)
-        self._cond = threading.Condition()
-        self._queue: deque[_Job] = deque()
-        self._running = 0  # inputs in the batch being encoded
+        self._worker = BatchWorker(
+            f"embed:{model_id}", self._encode, max_batch=max_batch_inputs, max_waiting=max_waiting
+        )
         self._stopping = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -82,12 +75,11 @@ class EmbeddingEngine:
             return
         self._stopping = False
         self._life.begin()
-        threading.Thread(target=self._loop, name=f"embed:{self.model_id}", daemon=True).start()
+        self._worker.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        with self._cond:
-            self._stopping = True
-            self._cond.notify_all()
+        self._stopping = True
+        self._worker.stop()
         self._life.stopped()
 
     def _load(self) -> str:
@@ -95,15 +87,13 @@ class EmbeddingEngine:
         self._max_tokens = int(model.max_seq_length or model.tokenizer.model_max_length)
         self.compute_type = "gpu" if str(model.device).startswith("cuda") else "cpu"
         self._model = model
-        with self._cond:
-            self._cond.notify()
         return str(model.device)
 
     def state(self) -> EngineState:
         return self._life.state()
 
     def stats(self) -> EngineStats:
-        return EngineStats(active=self._running, waiting=len(self._queue))
+        return EngineStats(active=self._worker.active, waiting=self._worker.waiting)
 
     async def wait_ready(self, timeout: float) -> None:
         await self._life.wait(timeout)
@@ -119,20 +109,7 @@ class EmbeddingEngine:
     async def embed(self, request: EmbedRequest) -> Embeddings:
         model = self._check_ready()
         texts, tokens = await asyncio.to_thread(self._prepare, model, request)
-        loop = asyncio.get_running_loop()
-        job = _Job(texts, request, loop, loop.create_future())
-        with self._cond:
-            if self._stopping:
-                raise ShuttingDownError()
-            if len(self._queue) >= self._max_waiting:
-                raise OverloadedError()
-            self._queue.append(job)
-            self._cond.notify()
-        try:
-            vectors = await job.future
-        finally:
-            if not job.future.done():
-                job.future.cancel()  # the worker skips it
+        vectors = await self._worker.submit(_Job(texts, request), units=len(texts))
         return Embeddings(vectors, tokens)
 
     async def similarity(self, source: str, sentences: list[str]) -> tuple[list[float], int]:
@@ -185,41 +162,15 @@ class EmbeddingEngine:
             out.append(text)
         return out, total
 
-    # -- the worker (its own thread) ---------------------------------------------------------------------
-    def _loop(self) -> None:
-        while True:
-            with self._cond:
-                while not self._stopping and not (self._queue and self._model is not None):
-                    self._cond.wait()
-                if self._stopping:
-                    leftover = list(self._queue)
-                    self._queue.clear()
-                    break
-                batch: list[_Job] = []
-                size = 0
-                while self._queue and (not batch or size + len(self._queue[0].texts) <= self._max_batch):
-                    job = self._queue.popleft()
-                    if not job.future.cancelled():
-                        batch.append(job)
-                        size += len(job.texts)
-                self._running = size
-            try:
-                self._encode(batch)
-            except Exception as exc:  # one bad batch fails its requests, never the worker
-                log.exception("encoding failed on %s", self.model_id)
-                for job in batch:
-                    _settle(job, GenerationError(f"{type(exc).__name__}: {exc}"))
-            finally:
-                self._running = 0
-        for job in leftover:
-            _settle(job, ShuttingDownError())
-
-    def _encode(self, batch: list[_Job]) -> None:
+    # -- on the worker thread ----------------------------------------------------------------------------
+    def _encode(self, batch: list[_Job]) -> list[list[list[float]]]:
+        """One ``encode`` over every job's inputs; each job's options applied to its own rows."""
         import torch
 
         texts = [t for job in batch for t in job.texts]
         with torch.inference_mode():
             vectors = self._model.encode(texts, batch_size=32, convert_to_tensor=True, normalize_embeddings=False)
+        out: list[list[list[float]]] = []
         start = 0
         for job in batch:
             part = vectors[start : start + len(job.texts)].float()
@@ -228,16 +179,5 @@ class EmbeddingEngine:
                 part = part[:, : job.request.dimensions]
             if job.request.normalize:
                 part = torch.nn.functional.normalize(part, p=2, dim=1)
-            _settle(job, part.cpu().tolist())
-
-
-def _settle(job: _Job, outcome: list[list[float]] | BaseException) -> None:
-    def apply() -> None:
-        if job.future.done():
-            return
-        if isinstance(outcome, BaseException):
-            job.future.set_exception(outcome)
-        else:
-            job.future.set_result(outcome)
-
-    job.loop.call_soon_threadsafe(apply)
+            out.append(part.cpu().tolist())
+        return out

@@ -22,6 +22,7 @@ from infergate.core.engine import EngineState, EngineStats, ModelLimits, TokenSp
 from infergate.core.errors import GenerationError, InfergateError, OverloadedError, ShuttingDownError, ValidationError
 from infergate.core.outputs import PromptInfo, StepEvent
 from infergate.core.requests import GenerationRequest
+from infergate.core.tasks import TEXT_GENERATION
 from infergate.engines.lifecycle import ModelLoad
 from infergate.engines.textgen.loader import LoadedModel, load_causal_lm
 from infergate.engines.textgen.runner import BatchRunner, RowInput
@@ -40,7 +41,7 @@ def _round_up(n: int, step: int = _CAPACITY_STEP) -> int:
 
 
 class TextGenEngine:
-    tasks = frozenset({"text-generation"})
+    tasks = frozenset({TEXT_GENERATION})
 
     def __init__(
         self,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from infergate.http.embeddings import task_request
+from infergate.http.tasks import task_request
 from infergate.http.textgen import text_generation
 
 __all__ = ["router"]

@@ -1,0 +1,53 @@
+"""`POST /models/{id}` and the pipeline routes: each request goes to the handler of the task it is for (the
+route's task, else the model's own; an embedding model takes sentence-similarity by the body's shape)."""
+
+from __future__ import annotations
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response
+
+from infergate.core.errors import BadRequestError
+from infergate.core.tasks import ALL_TASKS, EMBEDDING_TASKS, PIPELINE_TASKS
+from infergate.http.body import read_json
+from infergate.http.embeddings import feature_extraction, sentence_similarity
+from infergate.http.headers import compute_headers
+from infergate.http.state import admit, get_state
+from infergate.http.streaming import cancel_on_disconnect
+from infergate.http.textgen import compute_type, text_generation, use_cache, wants_to_wait
+from infergate.protocols import embeddings as embedding_wire
+from infergate.protocols import pipelines as pipeline_wire
+
+__all__ = ["task_request"]
+
+
+async def task_request(request: Request, model_id: str | None, task: str | None) -> Response:
+    if task is not None and task not in ALL_TASKS:
+        raise BadRequestError(
+            f"The task `{task}` is not recognized by this server; it serves {', '.join(sorted(ALL_TASKS))}. "
+            "Use one of those in the /pipeline/{task}/{model_id} route."
+        )
+    if task is None:
+        task = get_state(request).gateway.task_of(model_id)
+        if task in EMBEDDING_TASKS:
+            body = await read_json(request)
+            task = "sentence-similarity" if embedding_wire.is_similarity_body(body) else "feature-extraction"
+    if task == "feature-extraction":
+        return await feature_extraction(request, model_id)
+    if task == "sentence-similarity":
+        return await sentence_similarity(request, model_id)
+    if task in PIPELINE_TASKS:
+        return await _pipeline(request, model_id, task)
+    return await text_generation(request, model_id, force_stream=None, wrap_list=True, full_text_default=True)
+
+
+async def _pipeline(request: Request, model_id: str | None, task: str) -> Response:
+    body = await read_json(request)
+    ticket = await admit(request, model_id, wants_to_wait(request, body), task=task)
+    inputs, parameters = pipeline_wire.parse(task, body)
+    gateway = get_state(request).gateway
+    output = await cancel_on_disconnect(
+        request, gateway.run_pipeline(ticket, inputs, parameters, use_cache=use_cache(request, body))
+    )
+    characters = len(inputs) if isinstance(inputs, str) else sum(len(v) for v in inputs.values())
+    headers = compute_headers(compute_type(ticket), ticket.started, characters)
+    return JSONResponse(pipeline_wire.render(task, output), headers=headers)
