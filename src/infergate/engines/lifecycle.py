@@ -20,6 +20,9 @@ __all__ = ["RELOAD_AFTER_S", "ModelLoad"]
 log = logging.getLogger(__name__)
 
 RELOAD_AFTER_S = 30.0
+# One load at a time in the process: transformers builds models under a device context (meta tensors) that is
+# global to the process, so two threads loading at once corrupt each other ("Cannot copy out of meta tensor").
+_LOADING = threading.Lock()
 
 
 class ModelLoad:
@@ -43,7 +46,8 @@ class ModelLoad:
 
     def _run(self) -> None:
         try:
-            device = self._load()
+            with _LOADING:
+                device = self._load()
         except Exception as exc:  # any failure to load is reported to requests, never raised in the server
             log.exception("loading %s from %s failed", self.model_id, self.source)
             self.error = f"{type(exc).__name__}: {exc}"
