@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from infergate import __version__
 from infergate.catalog.catalog import Catalog, ModelSpec
 from infergate.core.engine import ModelEngine
-from infergate.core.tasks import EMBEDDING_TASKS, PIPELINE_TASKS, TEXT_GENERATION
+from infergate.core.tasks import EMBEDDING_TASKS, PIPELINE_TASKS, TEXT_GENERATION, TEXT_TO_IMAGE
+from infergate.engines.diffusion.engine import DiffusionEngine
 from infergate.engines.embeddings.engine import EmbeddingEngine
 from infergate.engines.pipelines.engine import PipelineEngine
 from infergate.engines.textgen.engine import TextGenEngine
@@ -71,6 +72,8 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
             engines[spec.id] = EmbeddingEngine(
                 spec.id, spec.source, max_waiting=settings.engine.max_waiting, threads=settings.engine.threads
             )
+        elif spec.task == TEXT_TO_IMAGE:
+            engines[spec.id] = DiffusionEngine(spec.id, spec.source, threads=settings.engine.threads)
         elif spec.task in PIPELINE_TASKS:
             engines[spec.id] = PipelineEngine(
                 spec.id,

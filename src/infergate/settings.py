@@ -83,6 +83,8 @@ class TierSettings(_Strict):
     concurrent: int = Field(ge=1, description="requests in flight per user")
     max_new_tokens: int = Field(ge=1)
     priority: int = 0
+    max_image_size: int = Field(1536, ge=8, description="text-to-image: widest width or height, in pixels")
+    max_inference_steps: int = Field(100, ge=1, description="text-to-image: most denoising steps")
 
 
 class CacheSettings(_Strict):

@@ -9,11 +9,12 @@ from pathlib import Path
 WORDS = (
     "the a is of and to in i my name you like love hate paris france capital city live where do what "
     "sarah john london good bad happy sad movie food it was great terrible today weather sunny rain "
-    "hello world this that with for on at by from summary text long short . , ? !"
+    "hello world this that with for on at by from summary text long short dark gothic misty night beach blurry "
+    "cat . , ? !"
 ).split()
 
 
-def _tokenizer(directory: Path) -> None:
+def _tokenizer(directory: Path, max_length: int = 128) -> None:
     """A BERT-style WordPiece tokenizer over WORDS (lower-cased, [CLS] A [SEP] B [SEP])."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertTokenizerFast
@@ -27,7 +28,8 @@ def _tokenizer(directory: Path) -> None:
     )
     tk.decoder = decoders.WordPiece()
     special = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
-    BertTokenizerFast(tokenizer_object=tk, mask_token="[MASK]", **special).save_pretrained(directory)
+    tokenizer = BertTokenizerFast(tokenizer_object=tk, mask_token="[MASK]", model_max_length=max_length, **special)
+    tokenizer.save_pretrained(directory)
 
 
 def _encoder_config(labels: list[str] | None = None) -> object:
@@ -43,6 +45,64 @@ def _encoder_config(labels: list[str] | None = None) -> object:
         max_position_embeddings=128,
         **extra,
     )
+
+
+def build_text_to_image(directory: Path) -> Path:
+    """A Stable Diffusion pipeline of tiny random parts (UNet, VAE, CLIP text encoder, a word-level tokenizer,
+    PNDM scheduler), saved as a diffusers directory; it draws a 64x64 image in well under a second."""
+    import torch
+    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import BertTokenizerFast, CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    )
+    text_config = CLIPTextConfig(
+        bos_token_id=2,
+        eos_token_id=3,
+        pad_token_id=0,
+        hidden_size=16,
+        intermediate_size=32,
+        num_attention_heads=2,
+        num_hidden_layers=2,
+        vocab_size=len(WORDS) + 5,
+        max_position_embeddings=77,
+    )
+    # The text side only needs ids: the WordPiece tokenizer of the other tiny models, cut at CLIP's 77.
+    _tokenizer(directory / "tokenizer-files", max_length=77)
+    tokenizer = BertTokenizerFast.from_pretrained(directory / "tokenizer-files")
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=vae,
+        text_encoder=CLIPTextModel(text_config),
+        tokenizer=tokenizer,
+        scheduler=PNDMScheduler(skip_prk_steps=True, steps_offset=1),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(directory / "pipeline")
+    return directory / "pipeline"
 
 
 def build(task: str, directory: Path) -> Path:

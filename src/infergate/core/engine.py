@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from infergate.core.outputs import Embeddings, PromptInfo, StepEvent
-from infergate.core.requests import EmbedRequest, GenerationRequest
+from infergate.core.requests import EmbedRequest, GenerationRequest, ImageRequest
 
 __all__ = [
     "Embedder",
     "EngineState",
     "EngineStats",
+    "ImageGenerator",
     "ModelEngine",
     "ModelLimits",
     "PipelineRunner",
@@ -105,3 +106,12 @@ class PipelineRunner(ModelEngine, Protocol):
 
     async def run(self, inputs: Any, parameters: dict[str, Any]) -> Any:
         """The pipeline's answer as JSON-able values; BadRequestError for inputs the pipeline refuses."""
+
+
+@runtime_checkable
+class ImageGenerator(ModelEngine, Protocol):
+    """A text-to-image engine (a diffusers pipeline)."""
+
+    async def text_to_image(self, request: ImageRequest) -> tuple[bytes, int]:
+        """The image encoded as ``request.format``, and the seed it was made with (random when none was given);
+        ValidationError for a scheduler the model cannot use."""

@@ -31,6 +31,7 @@ __all__ = [
     "ModelLoadFailedError",
     "ModelLoadingError",
     "ModelNotFoundError",
+    "NotAcceptableError",
     "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
@@ -107,6 +108,12 @@ class ModelNotFoundError(NotFoundError):
 
 class PayloadTooLargeError(InfergateError):
     kind = "payload_too_large"
+
+
+class NotAcceptableError(InfergateError):
+    """The Accept header asks for a format the task cannot answer in."""
+
+    kind = "not_acceptable"
 
 
 class OverloadedError(InfergateError):

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from infergate.core.params import SamplingParams, StoppingParams
 
-__all__ = ["EmbedRequest", "GenerationRequest"]
+__all__ = ["EmbedRequest", "GenerationRequest", "ImageRequest"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,3 +38,19 @@ class EmbedRequest:
     truncation_direction: str = "right"
     prompt_name: str | None = None
     dimensions: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRequest:
+    """Text-to-image with the HF API's parameters; None leaves the model's own default. ``format`` is the
+    encoding of the answer (png, jpeg or webp), chosen from the caller's Accept header."""
+
+    prompt: str
+    negative_prompt: str | None = None
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    num_inference_steps: int | None = None
+    seed: int | None = None
+    scheduler: str | None = None
+    format: str = "jpeg"

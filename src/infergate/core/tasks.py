@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["ALL_TASKS", "EMBEDDING_TASKS", "PIPELINE_TASKS", "TEXT_GENERATION"]
+__all__ = ["ALL_TASKS", "EMBEDDING_TASKS", "PIPELINE_TASKS", "TEXT_GENERATION", "TEXT_TO_IMAGE"]
 
 TEXT_GENERATION = "text-generation"
+TEXT_TO_IMAGE = "text-to-image"
 EMBEDDING_TASKS = frozenset({"feature-extraction", "sentence-similarity"})
 PIPELINE_TASKS = frozenset(
     {
@@ -18,4 +19,4 @@ PIPELINE_TASKS = frozenset(
         "text2text-generation",
     }
 )
-ALL_TASKS = frozenset({TEXT_GENERATION}) | EMBEDDING_TASKS | PIPELINE_TASKS
+ALL_TASKS = frozenset({TEXT_GENERATION, TEXT_TO_IMAGE}) | EMBEDDING_TASKS | PIPELINE_TASKS

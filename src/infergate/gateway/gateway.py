@@ -10,6 +10,7 @@ Access is checked before the cache, so a cached answer of a gated model never re
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -18,10 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from infergate.catalog.catalog import Catalog, ModelSpec
-from infergate.core.engine import Embedder, ModelEngine, PipelineRunner, TextGenerator
+from infergate.core.engine import Embedder, ImageGenerator, ModelEngine, PipelineRunner, TextGenerator
 from infergate.core.errors import BadRequestError, ForbiddenError, Quota, ValidationError
 from infergate.core.outputs import Embeddings, GenerationResult, PromptInfo, StepEvent, collect
-from infergate.core.requests import EmbedRequest, GenerationRequest
+from infergate.core.requests import EmbedRequest, GenerationRequest, ImageRequest
 from infergate.gateway.auth import Authenticator
 from infergate.gateway.fanout import merge
 from infergate.gateway.principal import Principal
@@ -260,6 +261,31 @@ class Gateway:
 
         canonical = json.dumps([inputs, parameters], sort_keys=True)
         return await self._cached(ticket, ticket.spec.task, canonical, compute, use_cache)
+
+    async def text_to_image(self, ticket: Ticket, request: ImageRequest, *, use_cache: bool) -> tuple[bytes, int]:
+        """An image within the tier's size and steps (422 beyond them), from the cache or the engine; and its seed.
+        Without a seed the image is still cached (the hosted API's behaviour): `x-use-cache: 0` draws anew."""
+        tier = ticket.tier
+        for name, value in (("width", request.width), ("height", request.height)):
+            if value is not None and value > tier.max_image_size:
+                raise ValidationError(
+                    f"`parameters.{name}` must be <= {tier.max_image_size} on the {tier.name} tier. Given: {value}"
+                )
+        steps = request.num_inference_steps
+        if steps is not None and steps > tier.max_inference_steps:
+            raise ValidationError(
+                f"`parameters.num_inference_steps` must be <= {tier.max_inference_steps} on the {tier.name} tier. "
+                f"Given: {steps}"
+            )
+        engine = ticket.engine
+        assert isinstance(engine, ImageGenerator), ticket.spec.task
+
+        async def compute() -> Any:
+            image, seed = await engine.text_to_image(request)
+            return {"image": base64.b64encode(image).decode("ascii"), "seed": seed}
+
+        value = await self._cached(ticket, ticket.spec.task, repr(request), compute, use_cache)
+        return base64.b64decode(value["image"]), int(value["seed"])
 
     async def _cached(
         self, ticket: Ticket, task: str, canonical: str, compute: Callable[[], Awaitable[Any]], use_cache: bool

@@ -25,6 +25,8 @@ class TierPolicy:
     concurrent: int
     max_new_tokens: int
     priority: int
+    max_image_size: int = 1536
+    max_inference_steps: int = 100
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ _STATUS: dict[type[errors.InfergateError], int] = {
     errors.RateLimitedError: 429,
     errors.NotFoundError: 404,
     errors.PayloadTooLargeError: 413,
+    errors.NotAcceptableError: 406,
     errors.OverloadedError: 429,
     errors.GenerationError: 424,
     errors.ModelLoadingError: 503,

@@ -7,7 +7,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from infergate.core.errors import BadRequestError
-from infergate.core.tasks import ALL_TASKS, EMBEDDING_TASKS, PIPELINE_TASKS
+from infergate.core.tasks import ALL_TASKS, EMBEDDING_TASKS, PIPELINE_TASKS, TEXT_TO_IMAGE
 from infergate.http.body import read_json
 from infergate.http.embeddings import feature_extraction, sentence_similarity
 from infergate.http.headers import compute_headers
@@ -15,6 +15,7 @@ from infergate.http.state import admit, get_state
 from infergate.http.streaming import cancel_on_disconnect
 from infergate.http.textgen import compute_type, text_generation, use_cache, wants_to_wait
 from infergate.protocols import embeddings as embedding_wire
+from infergate.protocols import images as image_wire
 from infergate.protocols import pipelines as pipeline_wire
 
 __all__ = ["task_request"]
@@ -37,6 +38,8 @@ async def task_request(request: Request, model_id: str | None, task: str | None)
         return await sentence_similarity(request, model_id)
     if task in PIPELINE_TASKS:
         return await _pipeline(request, model_id, task)
+    if task == TEXT_TO_IMAGE:
+        return await _text_to_image(request, model_id)
     return await text_generation(request, model_id, force_stream=None, wrap_list=True, full_text_default=True)
 
 
@@ -51,3 +54,16 @@ async def _pipeline(request: Request, model_id: str | None, task: str) -> Respon
     characters = len(inputs) if isinstance(inputs, str) else sum(len(v) for v in inputs.values())
     headers = compute_headers(compute_type(ticket), ticket.started, characters)
     return JSONResponse(pipeline_wire.render(task, output), headers=headers)
+
+
+async def _text_to_image(request: Request, model_id: str | None) -> Response:
+    body = await read_json(request)
+    ticket = await admit(request, model_id, wants_to_wait(request, body), task=TEXT_TO_IMAGE)
+    image_request = image_wire.parse_text_to_image(body, request.headers.get("accept"))
+    gateway = get_state(request).gateway
+    image, seed = await cancel_on_disconnect(
+        request, gateway.text_to_image(ticket, image_request, use_cache=use_cache(request, body))
+    )
+    headers = compute_headers(compute_type(ticket), ticket.started, len(image_request.prompt))
+    headers |= {"x-compute-images": "1", "x-seed": str(seed)}
+    return Response(image, media_type=image_wire.MEDIA_TYPES[image_request.format], headers=headers)
