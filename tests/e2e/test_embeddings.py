@@ -18,14 +18,7 @@ from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 from sentence_transformers import SentenceTransformer
 
-from tests.support.server import (
-    CHAT_MODEL_LAZY_OPEN_ANONYMOUS,
-    MODEL_ID,
-    Server,
-    new_user_token,
-    run_together,
-    start_server,
-)
+from tests.support.server import CHAT_MODEL_LAZY_OPEN_ANONYMOUS, MODEL_ID, Server, run_together, serving
 
 EMBED_ID = "sentence-transformers/all-MiniLM-L6-v2"
 BROKEN_ID = "broken/embedder"
@@ -49,13 +42,7 @@ source = "{broken_dir}"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     broken = tmp_path_factory.mktemp("broken-embedder")
     (broken / "modules.json").write_text("this is not json")
-    srv = start_server(tmp_path_factory.mktemp("embeddings"), config=_config(broken))
-    try:
-        srv.wait_listening()
-        srv.token = new_user_token(srv, "embedder", "pro")
-        yield srv
-    finally:
-        srv.stop()
+    yield from serving(tmp_path_factory.mktemp("embeddings"), _config(broken), token_tier="pro")
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 
 from infergate.core.tasks import PIPELINE_TASKS
-from tests.support.server import CHAT_MODEL_LAZY_OPEN_ANONYMOUS, Server, start_server
+from tests.support.server import CHAT_MODEL_LAZY_OPEN_ANONYMOUS, Server, serving
 from tests.support.tiny_models import WORDS, build
 
 TASKS = sorted(PIPELINE_TASKS)
@@ -27,12 +27,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     config = CHAT_MODEL_LAZY_OPEN_ANONYMOUS
     for task in TASKS:
         config += f'\n[[models]]\nid = "tiny/{task}"\ntask = "{task}"\nsource = "{build(task, models / task)}"\n'
-    srv = start_server(tmp_path_factory.mktemp("pipelines"), config=config)
-    try:
-        srv.wait_listening()
-        yield srv
-    finally:
-        srv.stop()
+    yield from serving(tmp_path_factory.mktemp("pipelines"), config)
 
 
 def hub(server: Server, task: str) -> InferenceClient:

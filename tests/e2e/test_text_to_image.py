@@ -14,7 +14,7 @@ from huggingface_hub import InferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 from PIL import Image
 
-from tests.support.server import CHAT_MODEL_LAZY_OPEN_ANONYMOUS, Server, new_user_token, start_server
+from tests.support.server import CHAT_MODEL_LAZY_OPEN_ANONYMOUS, Server, new_user_token, serving
 from tests.support.tiny_models import build_text_to_image
 
 IMAGE_ID = "tiny/stable-diffusion"
@@ -37,12 +37,7 @@ task = "text-to-image"
 source = "{pipeline}"
 """
     )
-    srv = start_server(tmp_path_factory.mktemp("text-to-image"), config=config)
-    try:
-        srv.wait_listening()
-        yield srv
-    finally:
-        srv.stop()
+    yield from serving(tmp_path_factory.mktemp("text-to-image"), config)
 
 
 @pytest.fixture

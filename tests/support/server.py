@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +100,19 @@ def run_cli(server: Server, *args: str, check: bool = True) -> subprocess.Comple
     if check and result.returncode != 0:
         raise AssertionError(f"infergate {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
     return result
+
+
+def serving(home: Path, config: str, token_tier: str | None = None) -> Iterator[Server]:
+    """A module fixture's body: a server on ``config``, listening (models may still load), stopped after; with
+    ``token_tier``, ``server.token`` is a token of a new user on that tier."""
+    srv = start_server(home, config=config)
+    try:
+        srv.wait_listening()
+        if token_tier is not None:
+            srv.token = new_user_token(srv, f"{token_tier}-user", token_tier)
+        yield srv
+    finally:
+        srv.stop()
 
 
 def new_user_token(server: Server, name: str, tier: str) -> str:

@@ -105,6 +105,35 @@ def build_text_to_image(directory: Path) -> Path:
     return directory / "pipeline"
 
 
+CODE_LLAMA_TOKENS = ("<PRE>", "<SUF>", "<MID>", "<EOT>")
+
+
+def build_code_llama(directory: Path) -> Path:
+    """A tiny random Llama whose tokenizer has Code Llama's infill tokens as special tokens (text-generation)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    _tokenizer(directory, max_length=256)
+    tokenizer = AutoTokenizer.from_pretrained(directory)
+    tokenizer.add_special_tokens({"additional_special_tokens": list(CODE_LLAMA_TOKENS)})
+    tokenizer.save_pretrained(directory)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        bos_token_id=tokenizer.cls_token_id,
+        eos_token_id=tokenizer.sep_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
 def build(task: str, directory: Path) -> Path:
     """Save a tiny random model for ``task`` (a pipeline tag) with its tokenizer into ``directory``."""
     import torch

@@ -108,8 +108,9 @@ def test_text_response_format_accepted() -> None:
     assert chat(response_format={"type": "text"}).wire.response_format == {"type": "text"}
 
 
-def test_suffix_rejected() -> None:
-    assert "Suffix is not supported" in completion_error(suffix="The end.")
+def test_suffix_is_kept_for_the_infill_prompt() -> None:
+    # The route asks the model for its family's infill format (tests/e2e/test_infill.py).
+    assert completion(suffix="The end.").wire.suffix == "The end."
 
 
 def test_top_logprobs_needs_logprobs() -> None:

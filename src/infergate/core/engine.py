@@ -88,6 +88,9 @@ class TextGenerator(ModelEngine, Protocol):
 
     async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[TokenSpan]: ...
 
+    async def infill_prompt(self, prefix: str, suffix: str) -> str:
+        """The model family's fill-in-the-middle prompt; ValidationError for a model without infill tokens."""
+
 
 @runtime_checkable
 class Embedder(ModelEngine, Protocol):

@@ -24,6 +24,7 @@ from infergate.core.outputs import PromptInfo, StepEvent
 from infergate.core.requests import GenerationRequest
 from infergate.core.tasks import TEXT_GENERATION
 from infergate.engines.lifecycle import ModelLoad
+from infergate.engines.textgen import infill
 from infergate.engines.textgen.loader import LoadedModel, load_causal_lm
 from infergate.engines.textgen.runner import BatchRunner, RowInput
 from infergate.engines.textgen.sequence import Sequence, Vocabulary
@@ -74,6 +75,7 @@ class TextGenEngine:
         self._loaded: LoadedModel | None = None
         self._runner: BatchRunner | None = None
         self._vocab: Vocabulary | None = None
+        self._infill: infill.InfillFormat | None = None
         self._budget_tokens = 0  # rows x positions the KV cache may hold
         self._limits = ModelLimits(max_total_tokens=max_total_tokens or 0, max_input_tokens=0)
         self._cond = threading.Condition()
@@ -124,6 +126,10 @@ class TextGenEngine:
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tok.eos_token_id is not None:
             eos_ids.add(tok.eos_token_id)
+        vocabulary = tok.get_vocab()
+        self._infill = infill.detect(vocabulary)
+        if self._infill is not None and self._infill.end in vocabulary:
+            eos_ids.add(vocabulary[self._infill.end])  # Code Llama's <EOT> ends an infill
         self._vocab = Vocabulary(
             tokenizer=tok,
             size=loaded.model.get_output_embeddings().weight.shape[0],
@@ -166,6 +172,16 @@ class TextGenEngine:
             return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
         except Exception as exc:  # jinja errors: the messages do not fit this model's template
             raise ValidationError(f"the chat template of {self.model_id} rejected the messages: {exc}") from exc
+
+    async def infill_prompt(self, prefix: str, suffix: str) -> str:
+        self._check_ready()
+        if self._infill is None:
+            raise ValidationError(
+                f"model {self.model_id} has no infill tokens (such as Code Llama's <PRE>/<SUF>/<MID> or "
+                "StarCoder's <fim_prefix>), so `suffix` cannot be used; call a code model that has them, or send "
+                "the whole prompt without `suffix`"
+            )
+        return self._infill.prompt(prefix, suffix)
 
     async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[TokenSpan]:
         tok = self._check_ready().tokenizer

@@ -186,6 +186,8 @@ async def completions(request: Request) -> Response:
     requests: list[GenerationRequest] = []
     owners: list[int] = []  # the prompt each choice answers
     for p_index, prompt in enumerate(call.prompts):
+        if call.wire.suffix is not None:  # fill in the middle, in the model family's own format
+            prompt = await ticket.text.infill_prompt(prompt, call.wire.suffix)
         base = convert.build_request(call.wire, prompt, max_tokens=max_tokens, top_n=top_n, add_special_tokens=True)
         requests += _seeded(gateway, base, call.n)
         owners += [p_index] * call.n

@@ -84,8 +84,6 @@ def parse_chat(body: Any, limits: ModelLimits) -> ChatCall:
 
 def parse_completion(body: Any, limits: ModelLimits, max_prompts: int = 4) -> CompletionCall:
     wire = parse_wire(CompletionRequest, _require_object(body, COMPLETION_EXAMPLE), COMPLETION_EXAMPLE)
-    if wire.suffix is not None:
-        raise ValidationError("Suffix is not supported and can be achieved by preprocessing the prompt.")
     if wire.best_of not in (None, 1):
         raise ValidationError("`best_of` is not supported on /v1/completions; use `n` for several choices")
     prompts = [wire.prompt] if isinstance(wire.prompt, str) else list(wire.prompt)
