@@ -19,6 +19,7 @@ from infergate.core.tasks import EMBEDDING_TASKS, PIPELINE_TASKS, TEXT_GENERATIO
 from infergate.engines.diffusion.engine import DiffusionEngine
 from infergate.engines.embeddings.engine import EmbeddingEngine
 from infergate.engines.pipelines.engine import PipelineEngine
+from infergate.engines.pool import ModelPool
 from infergate.engines.textgen.engine import TextGenEngine
 from infergate.gateway.auth import Authenticator
 from infergate.gateway.cache_backends import CacheBackend, FallbackCache, InMemoryCache, RedisCache
@@ -67,20 +68,16 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
     """One engine per catalog entry, by task; entries whose task no engine runs yet are skipped with a warning."""
     engines: dict[str, _LocalEngine] = {}
     settings_entry = {m.id: m for m in settings.models}
+    pool = ModelPool(settings.engine.model_memory_mb)
+    waiting, threads = settings.engine.max_waiting, settings.engine.threads
     for spec in catalog:
         if spec.task in EMBEDDING_TASKS:
-            engines[spec.id] = EmbeddingEngine(
-                spec.id, spec.source, max_waiting=settings.engine.max_waiting, threads=settings.engine.threads
-            )
+            engines[spec.id] = EmbeddingEngine(spec.id, spec.source, max_waiting=waiting, threads=threads, pool=pool)
         elif spec.task == TEXT_TO_IMAGE:
-            engines[spec.id] = DiffusionEngine(spec.id, spec.source, threads=settings.engine.threads)
+            engines[spec.id] = DiffusionEngine(spec.id, spec.source, max_waiting=waiting, threads=threads, pool=pool)
         elif spec.task in PIPELINE_TASKS:
             engines[spec.id] = PipelineEngine(
-                spec.id,
-                spec.task,
-                spec.source,
-                max_waiting=settings.engine.max_waiting,
-                threads=settings.engine.threads,
+                spec.id, spec.task, spec.source, max_waiting=waiting, threads=threads, pool=pool
             )
         elif spec.task == TEXT_GENERATION:
             engines[spec.id] = TextGenEngine(
@@ -94,6 +91,7 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
                 dtype=settings_entry[spec.id].dtype,
                 kv_cache_mb=settings.engine.kv_cache_mb,
                 prefill_chunk=settings.engine.prefill_chunk,
+                pool=pool,
             )
         else:
             log.warning("model %s: task %r is not served yet; skipping it", spec.id, spec.task)

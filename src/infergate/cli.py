@@ -7,8 +7,10 @@ INFERGATE_DATABASE_URL / `database_url`), so they work while the server runs.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("name", nargs="?")
 
     models = sub.add_parser("models", help="the catalog").add_subparsers(dest="action", required=True)
-    models.add_parser("list", help="list models with their task and tiers")
+    listing = models.add_parser("list", help="list models: task, tiers, source, and state and memory when serving")
+    listing.add_argument("--url", help="the running server to ask for states (default: the configured host:port)")
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
     engine = bench.add_parser("engine", help="the engine at 1, N/4 and N streams against plain transformers")
@@ -134,7 +137,9 @@ def _run_admin(args: argparse.Namespace, settings: Settings, store: Any) -> int:
     return 0
 
 
-def _models(settings: Settings) -> int:
+def _models(settings: Settings, url: str | None) -> int:
+    url = url or f"http://{settings.server.host}:{settings.server.port}"
+    live = _live_models(url)
     rows = [
         (
             m.id,
@@ -142,11 +147,24 @@ def _models(settings: Settings) -> int:
             ", ".join(m.tiers) if m.tiers else "all",
             m.source,
             "startup" if m.load_at_startup else "first use",
+            live.get(m.id, {}).get("state", "-") if live is not None else "not serving",
+            f"{live[m.id]['memory_mb']:.0f} MB" if live is not None and live.get(m.id, {}).get("memory_mb") else "-",
         )
         for m in settings.models
     ]
-    print(_table(("id", "task", "tiers", "source", "loads at"), rows))
+    print(_table(("id", "task", "tiers", "source", "loads at", "state", "memory"), rows))
+    if live is None:
+        print(f"(no server answered at {url}: states and memory show while `infergate serve` runs; --url URL)")
     return 0
+
+
+def _live_models(url: str) -> dict[str, dict[str, Any]] | None:
+    """Each model's state and memory from a running server's GET /v1/models (loopback, 2 s), or None."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/v1/models", timeout=2) as response:
+            return {m["id"]: m for m in json.load(response)["data"]}
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -182,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"infergate: {exc}", file=sys.stderr)
         return 2
     if args.command == "models":
-        return _models(settings)
+        return _models(settings, args.url)
     if args.command == "bench":
         return _bench(args)
     if args.command != "serve":

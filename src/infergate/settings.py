@@ -65,6 +65,9 @@ class EngineSettings(_Strict):
     # Prompt tokens run per step while other sequences decode: a long prompt is split into chunks this big,
     # so it delays the running batch by one chunk's forward, not the whole prompt's.
     prefill_chunk: int = Field(128, ge=1)
+    # Memory for all loaded models together (weights, plus each chat model's KV cache budget). Past it, the
+    # least recently used idle models are unloaded (they load again on their next request). None: no limit.
+    model_memory_mb: int | None = Field(None, ge=1)
 
 
 class AuthSettings(_Strict):

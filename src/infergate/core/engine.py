@@ -70,6 +70,9 @@ class ModelEngine(Protocol):
 
     async def wait_ready(self, timeout: float) -> None: ...
 
+    def memory_bytes(self) -> int:
+        """What the loaded model holds (0 when not loaded)."""
+
 
 @runtime_checkable
 class TextGenerator(ModelEngine, Protocol):

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from infergate.core.engine import EngineState
 from infergate.core.errors import ModelLoadFailedError, ModelLoadingError, ShuttingDownError
@@ -18,6 +19,8 @@ from infergate.core.errors import ModelLoadFailedError, ModelLoadingError, Shutt
 __all__ = ["RELOAD_AFTER_S", "ModelLoad"]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 RELOAD_AFTER_S = 30.0
 # One load at a time in the process: transformers builds models under a device context (meta tensors) that is
@@ -28,10 +31,18 @@ _LOADING = threading.Lock()
 class ModelLoad:
     """``load`` builds the model and returns where it runs (for the log); it may raise anything."""
 
-    def __init__(self, model_id: str, source: str, load: Callable[[], str], estimate_s: float) -> None:
+    def __init__(
+        self,
+        model_id: str,
+        source: str,
+        load: Callable[[], str],
+        estimate_s: float,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.model_id = model_id
         self.source = source
         self._load = load
+        self._on_ready = on_ready  # the memory pool's check, run before the next load starts
         self.status = "idle"  # not started: models that load on first use
         self.error: str | None = None
         self.ready = threading.Event()
@@ -45,18 +56,28 @@ class ModelLoad:
         threading.Thread(target=self._run, name=f"load:{self.model_id}", daemon=True).start()
 
     def _run(self) -> None:
-        try:
-            with _LOADING:
+        with _LOADING:
+            try:
                 device = self._load()
-        except Exception as exc:  # any failure to load is reported to requests, never raised in the server
-            log.exception("loading %s from %s failed", self.model_id, self.source)
-            self.error = f"{type(exc).__name__}: {exc}"
-            self.status = "failed"
-            return
-        self.last_load_s = time.monotonic() - self._started
-        self.status = "ready"
-        self.ready.set()
-        log.info("model %s ready in %.1f s on %s", self.model_id, self.last_load_s, device)
+            except Exception as exc:  # any failure to load is reported to requests, never raised in the server
+                log.exception("loading %s from %s failed", self.model_id, self.source)
+                self.error = f"{type(exc).__name__}: {exc}"
+                self.status = "failed"
+                return
+            self.last_load_s = time.monotonic() - self._started
+            self.status = "ready"
+            self.ready.set()
+            log.info("model %s ready in %.1f s on %s", self.model_id, self.last_load_s, device)
+            if self._on_ready is not None:
+                self._on_ready()
+
+    def unloaded(self, reason: str | None = None) -> None:
+        """The engine freed its model: it loads again on its next request, or, with a reason, fails with it
+        until the retry after RELOAD_AFTER_S."""
+        self.ready.clear()
+        self.error = reason
+        self.status = "idle" if reason is None else "failed"
+        self._started = time.monotonic()
 
     def stopped(self) -> None:
         self.status = "stopped"
@@ -73,6 +94,16 @@ class ModelLoad:
         while self.status == "loading" and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         self.check()
+
+    def require(self, model: T | None, stopping: bool) -> T:
+        """``model`` if a request may use it: else what the request must see (``check``'s errors, shutting
+        down, or loading again when the memory pool unloaded it a moment ago)."""
+        self.check()
+        if stopping:
+            raise ShuttingDownError()
+        if model is None:
+            raise ModelLoadingError(self.model_id, self.last_load_s)
+        return model
 
     def check(self) -> None:
         """Raise what a request must see unless the model is ready; restart a load that failed long enough ago."""

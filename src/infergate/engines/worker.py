@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from infergate.core.errors import GenerationError, OverloadedError, ShuttingDownError
+from infergate.core.errors import GenerationError, InfergateError, OverloadedError, ShuttingDownError
 
 __all__ = ["BatchWorker"]
 
@@ -100,6 +100,8 @@ class BatchWorker(Generic[J]):
                 continue
             try:
                 outcomes: Sequence[Any] = self._run([e.job for e in batch])
+            except InfergateError as exc:  # meant for the callers (the model was unloaded, ...)
+                outcomes = [exc] * len(batch)
             except Exception as exc:  # one bad batch fails its requests, never the thread
                 log.exception("a batch failed on %s", self._name)
                 outcomes = [GenerationError(f"{type(exc).__name__}: {exc}")] * len(batch)

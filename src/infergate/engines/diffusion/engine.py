@@ -12,17 +12,15 @@ import io
 import random
 from typing import Any
 
-from infergate.core.engine import EngineState, EngineStats
-from infergate.core.errors import ShuttingDownError, ValidationError
+from infergate.core.errors import ValidationError
 from infergate.core.requests import ImageRequest
 from infergate.core.tasks import TEXT_TO_IMAGE
-from infergate.engines.lifecycle import ModelLoad
+from infergate.engines.base import WorkerEngine
+from infergate.engines.pool import ModelPool
 from infergate.engines.sources import resolve_source
-from infergate.engines.worker import BatchWorker
 
 __all__ = ["DiffusionEngine", "load_diffusion_pipeline"]
 
-_DEFAULT_LOAD_ESTIMATE_S = 10.0
 _PIL_FORMATS = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
 
@@ -39,7 +37,7 @@ def load_diffusion_pipeline(source: str, threads: int | None) -> Any:
     return pipe.to("cuda" if on_gpu else "cpu")
 
 
-class DiffusionEngine:
+class DiffusionEngine(WorkerEngine):
     tasks = frozenset({TEXT_TO_IMAGE})
 
     def __init__(
@@ -50,50 +48,20 @@ class DiffusionEngine:
         max_waiting: int = 16,
         threads: int | None = None,
         loader: Any = load_diffusion_pipeline,
+        pool: ModelPool | None = None,
     ) -> None:
-        self.model_id = model_id
-        self.source = source
-        self.compute_type = "cpu"
+        super().__init__(model_id, source, estimate_s=10.0, max_waiting=max_waiting, pool=pool)
         self._threads = threads
         self._loader = loader
-        self._pipe: Any = None
-        self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S)
-        self._worker = BatchWorker(f"diffusion:{model_id}", self._run_batch, max_batch=1, max_waiting=max_waiting)
-        self._stopping = False
 
-    def start(self) -> None:
-        if self._life.status != "idle":
-            return
-        self._stopping = False
-        self._life.begin()
-        self._worker.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        self._worker.stop()
-        self._life.stopped()
-
-    def _load(self) -> str:
+    def _build(self) -> tuple[Any, str]:
         pipe = self._loader(self.source, self._threads)
-        self.compute_type = "gpu" if pipe.device.type == "cuda" else "cpu"
-        self._pipe = pipe
-        return str(pipe.device)
+        return pipe, str(pipe.device)
 
-    def state(self) -> EngineState:
-        return self._life.state()
+    def _modules(self, model: Any) -> list[Any]:
+        import torch
 
-    def stats(self) -> EngineStats:
-        return EngineStats(active=self._worker.active, waiting=self._worker.waiting)
-
-    async def wait_ready(self, timeout: float) -> None:
-        await self._life.wait(timeout)
-        self._check_ready()
-
-    def _check_ready(self) -> Any:
-        self._life.check()
-        if self._stopping or self._pipe is None:
-            raise ShuttingDownError()
-        return self._pipe
+        return [c for c in model.components.values() if isinstance(c, torch.nn.Module)]
 
     async def text_to_image(self, request: ImageRequest) -> tuple[bytes, int]:
         pipe = self._check_ready()
@@ -113,13 +81,13 @@ class DiffusionEngine:
             )
         return compatible[name].from_config(pipe.scheduler.config)
 
-    def _run_batch(self, jobs: list[tuple[ImageRequest, int]]) -> list[tuple[bytes, int]]:
-        return [self._draw(request, seed) for request, seed in jobs]
+    def _run_batch(self, jobs: list[tuple[ImageRequest, int]]) -> list[Any]:
+        pipe = self._loaded_model()
+        return [self._draw(pipe, request, seed) for request, seed in jobs]
 
-    def _draw(self, request: ImageRequest, seed: int) -> tuple[bytes, int]:
+    def _draw(self, pipe: Any, request: ImageRequest, seed: int) -> tuple[bytes, int]:
         import torch
 
-        pipe = self._pipe
         default = pipe.scheduler
         pipe.scheduler = self._scheduler(pipe, request.scheduler)
         options = {

@@ -12,18 +12,15 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from infergate.core.engine import EngineState, EngineStats
-from infergate.core.errors import ShuttingDownError, ValidationError
+from infergate.core.errors import ValidationError
 from infergate.core.outputs import Embeddings
 from infergate.core.requests import EmbedRequest
 from infergate.core.tasks import EMBEDDING_TASKS
-from infergate.engines.lifecycle import ModelLoad
+from infergate.engines.base import WorkerEngine
+from infergate.engines.pool import ModelPool
 from infergate.engines.sources import resolve_source
-from infergate.engines.worker import BatchWorker
 
 __all__ = ["EmbeddingEngine", "load_sentence_transformer"]
-
-_DEFAULT_LOAD_ESTIMATE_S = 5.0
 
 
 def load_sentence_transformer(source: str, threads: int | None) -> Any:
@@ -43,7 +40,7 @@ class _Job:
     request: EmbedRequest
 
 
-class EmbeddingEngine:
+class EmbeddingEngine(WorkerEngine):
     tasks = EMBEDDING_TASKS
 
     def __init__(
@@ -55,55 +52,22 @@ class EmbeddingEngine:
         max_batch_inputs: int = 64,
         threads: int | None = None,
         loader: Any = load_sentence_transformer,
+        pool: ModelPool | None = None,
     ) -> None:
-        self.model_id = model_id
-        self.source = source
-        self.compute_type = "cpu"
+        super().__init__(
+            model_id, source, estimate_s=5.0, max_batch=max_batch_inputs, max_waiting=max_waiting, pool=pool
+        )
         self._threads = threads
         self._loader = loader
-        self._model: Any = None
         self._max_tokens = 0
-        self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S)
-        self._worker = BatchWorker(
-            f"embed:{model_id}", self._encode, max_batch=max_batch_inputs, max_waiting=max_waiting
-        )
-        self._stopping = False
 
-    # -- lifecycle ---------------------------------------------------------------------------------------
-    def start(self) -> None:
-        if self._life.status != "idle":
-            return
-        self._stopping = False
-        self._life.begin()
-        self._worker.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        self._worker.stop()
-        self._life.stopped()
-
-    def _load(self) -> str:
+    def _build(self) -> tuple[Any, str]:
         model = self._loader(self.source, self._threads)
         self._max_tokens = int(model.max_seq_length or model.tokenizer.model_max_length)
-        self.compute_type = "gpu" if str(model.device).startswith("cuda") else "cpu"
-        self._model = model
-        return str(model.device)
+        return model, str(model.device)
 
-    def state(self) -> EngineState:
-        return self._life.state()
-
-    def stats(self) -> EngineStats:
-        return EngineStats(active=self._worker.active, waiting=self._worker.waiting)
-
-    async def wait_ready(self, timeout: float) -> None:
-        await self._life.wait(timeout)
-        self._check_ready()
-
-    def _check_ready(self) -> Any:
-        self._life.check()
-        if self._stopping or self._model is None:
-            raise ShuttingDownError()
-        return self._model
+    def _modules(self, model: Any) -> list[Any]:
+        return [model]
 
     # -- requests ----------------------------------------------------------------------------------------
     async def embed(self, request: EmbedRequest) -> Embeddings:
@@ -115,8 +79,8 @@ class EmbeddingEngine:
     async def similarity(self, source: str, sentences: list[str]) -> tuple[list[float], int]:
         if not sentences:
             raise ValidationError("`inputs.sentences` must be a non-empty list of strings")
+        model = self._check_ready()
         out = await self.embed(EmbedRequest(inputs=(source, *sentences), normalize=False))
-        model = self._model
         scores = await asyncio.to_thread(self._scores, model, out.vectors)
         return scores, out.tokens
 
@@ -163,14 +127,15 @@ class EmbeddingEngine:
         return out, total
 
     # -- on the worker thread ----------------------------------------------------------------------------
-    def _encode(self, batch: list[_Job]) -> list[list[list[float]]]:
+    def _run_batch(self, batch: list[_Job]) -> list[Any]:
         """One ``encode`` over every job's inputs; each job's options applied to its own rows."""
         import torch
 
+        model = self._loaded_model()
         texts = [t for job in batch for t in job.texts]
         with torch.inference_mode():
-            vectors = self._model.encode(texts, batch_size=32, convert_to_tensor=True, normalize_embeddings=False)
-        out: list[list[list[float]]] = []
+            vectors = model.encode(texts, batch_size=32, convert_to_tensor=True, normalize_embeddings=False)
+        out: list[Any] = []
         start = 0
         for job in batch:
             part = vectors[start : start + len(job.texts)].float()

@@ -7,20 +7,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from infergate.core.engine import EngineState, EngineStats
-from infergate.core.errors import BadRequestError, ShuttingDownError
+from infergate.core.errors import BadRequestError
 from infergate.core.tasks import PIPELINE_TASKS
-from infergate.engines.lifecycle import ModelLoad
-from infergate.engines.pipelines.tasks import TaskRunner, load_task
+from infergate.engines.base import WorkerEngine
+from infergate.engines.pipelines.tasks import LoadedTask, load_task
+from infergate.engines.pool import ModelPool
 from infergate.engines.sources import resolve_source
-from infergate.engines.worker import BatchWorker
 
 __all__ = ["PipelineEngine", "load_pipeline"]
 
-_DEFAULT_LOAD_ESTIMATE_S = 5.0
 
-
-def load_pipeline(task: str, source: str, threads: int | None) -> tuple[TaskRunner, str]:
+def load_pipeline(task: str, source: str, threads: int | None) -> LoadedTask:
     import torch
 
     if threads:
@@ -29,7 +26,7 @@ def load_pipeline(task: str, source: str, threads: int | None) -> tuple[TaskRunn
     return load_task(task, location, kwargs, "cuda" if torch.cuda.is_available() else "cpu")
 
 
-class PipelineEngine:
+class PipelineEngine(WorkerEngine):
     def __init__(
         self,
         model_id: str,
@@ -39,57 +36,25 @@ class PipelineEngine:
         max_waiting: int = 64,
         threads: int | None = None,
         loader: Any = load_pipeline,
+        pool: ModelPool | None = None,
     ) -> None:
         if task not in PIPELINE_TASKS:
             raise ValueError(f"{task!r} is not a pipeline task; use one of {sorted(PIPELINE_TASKS)}")
-        self.model_id = model_id
+        super().__init__(model_id, source, estimate_s=5.0, max_waiting=max_waiting, pool=pool)
         self.task = task
         self.tasks = frozenset({task})
-        self.source = source
-        self.compute_type = "cpu"
         self._threads = threads
         self._loader = loader
-        self._run: TaskRunner | None = None
-        self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S)
-        self._worker = BatchWorker(f"pipeline:{model_id}", self._run_batch, max_batch=1, max_waiting=max_waiting)
-        self._stopping = False
 
-    def start(self) -> None:
-        if self._life.status != "idle":
-            return
-        self._stopping = False
-        self._life.begin()
-        self._worker.start()
+    def _build(self) -> tuple[Any, str]:
+        loaded: LoadedTask = self._loader(self.task, self.source, self._threads)
+        return loaded, loaded.device
 
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        self._worker.stop()
-        self._life.stopped()
-
-    def _load(self) -> str:
-        run, device = self._loader(self.task, self.source, self._threads)
-        self.compute_type = "gpu" if device.startswith("cuda") else "cpu"
-        self._run = run
-        return device
-
-    def state(self) -> EngineState:
-        return self._life.state()
-
-    def stats(self) -> EngineStats:
-        return EngineStats(active=self._worker.active, waiting=self._worker.waiting)
-
-    async def wait_ready(self, timeout: float) -> None:
-        await self._life.wait(timeout)
-        self._check_ready()
-
-    def _check_ready(self) -> Any:
-        self._life.check()
-        if self._stopping or self._run is None:
-            raise ShuttingDownError()
-        return self._run
+    def _modules(self, model: Any) -> list[Any]:
+        return list(model.modules)
 
     async def run(self, inputs: Any, parameters: dict[str, Any]) -> Any:
-        """The pipeline's answer to ``inputs``, as JSON-able Python values."""
+        """The task's answer to ``inputs``, as JSON-able Python values."""
         self._check_ready()
         return await self._worker.submit((inputs, parameters))
 
@@ -97,12 +62,12 @@ class PipelineEngine:
         import torch
         from transformers.pipelines.base import PipelineException
 
-        assert self._run is not None
+        loaded: LoadedTask = self._loaded_model()
         out: list[Any] = []
         for inputs, parameters in jobs:
             try:
                 with torch.inference_mode():
-                    out.append(_plain(self._run(inputs, parameters)))
+                    out.append(_plain(loaded.run(inputs, parameters)))
             except (AssertionError, ValueError, TypeError, KeyError, PipelineException) as exc:  # the caller's input
                 out.append(BadRequestError(f"{self.task} refused the request: {exc}. Check `inputs` and `parameters`."))
         return out

@@ -5,11 +5,19 @@ question answering; summarization, translation and text2text, which are one seq2
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TaskRunner", "load_task"]
+__all__ = ["LoadedTask", "load_task"]
 
-TaskRunner = Callable[[Any, dict[str, Any]], Any]
+
+@dataclass
+class LoadedTask:
+    run: Callable[[Any, dict[str, Any]], Any]  # (inputs, parameters) -> the task's answer
+    device: str
+    modules: list[Any]  # the torch modules that hold the weights
+
+
 _PIPELINES = ("fill-mask", "text-classification", "token-classification", "zero-shot-classification")
 _SEQ2SEQ_KEY = {
     "summarization": "summary_text",
@@ -18,21 +26,21 @@ _SEQ2SEQ_KEY = {
 }
 
 
-def load_task(task: str, location: str, kwargs: dict[str, Any], device: str) -> tuple[TaskRunner, str]:
-    """A function (inputs, parameters) -> the task's answer, and the device it runs on."""
+def load_task(task: str, location: str, kwargs: dict[str, Any], device: str) -> LoadedTask:
     from transformers import AutoModelForQuestionAnswering, AutoModelForSeq2SeqLM, AutoTokenizer, pipeline
 
     if task in _PIPELINES:
         build: Any = pipeline  # its overloads want a literal task name
         pipe = build(task, model=location, tokenizer=location, device=device, model_kwargs=kwargs)
-        return (lambda inputs, params: pipe(inputs, **params)), str(pipe.device)
+        return LoadedTask(lambda inputs, params: pipe(inputs, **params), str(pipe.device), [pipe.model])
     tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
     if task == "question-answering":
         qa = AutoModelForQuestionAnswering.from_pretrained(location, **kwargs).to(device).eval()
-        return (lambda inputs, params: _answer(qa, tokenizer, inputs, **params)), device
+        return LoadedTask(lambda inputs, params: _answer(qa, tokenizer, inputs, **params), device, [qa])
     if task in _SEQ2SEQ_KEY:
         model = AutoModelForSeq2SeqLM.from_pretrained(location, **kwargs).to(device).eval()
-        return (lambda inputs, params: _generate(model, tokenizer, _SEQ2SEQ_KEY[task], inputs, params)), device
+        key = _SEQ2SEQ_KEY[task]
+        return LoadedTask(lambda inputs, params: _generate(model, tokenizer, key, inputs, params), device, [model])
     raise ValueError(f"{task!r} is not a pipeline task")
 
 

@@ -15,15 +15,24 @@ import asyncio
 import heapq
 import logging
 import threading
+import time
 from collections.abc import AsyncGenerator, Iterable
 from typing import Any
 
 from infergate.core.engine import EngineState, EngineStats, ModelLimits, TokenSpan
-from infergate.core.errors import GenerationError, InfergateError, OverloadedError, ShuttingDownError, ValidationError
+from infergate.core.errors import (
+    GenerationError,
+    InfergateError,
+    OverloadedError,
+    ShuttingDownError,
+    ValidationError,
+)
 from infergate.core.outputs import PromptInfo, StepEvent
 from infergate.core.requests import GenerationRequest
 from infergate.core.tasks import TEXT_GENERATION
 from infergate.engines.lifecycle import ModelLoad
+from infergate.engines.memory import module_bytes, return_freed_memory
+from infergate.engines.pool import ModelPool
 from infergate.engines.textgen import infill
 from infergate.engines.textgen.loader import LoadedModel, load_causal_lm
 from infergate.engines.textgen.runner import BatchRunner, RowInput
@@ -58,10 +67,12 @@ class TextGenEngine:
         kv_cache_mb: int = 512,
         prefill_chunk: int = 128,
         loader: Any = load_causal_lm,
+        pool: ModelPool | None = None,
     ) -> None:
         self.model_id = model_id
         self.source = source
         self.compute_type = "cpu"
+        self.last_used = 0.0
         self._max_active = max_active
         self._max_waiting = max_waiting
         self._threads = threads
@@ -71,7 +82,10 @@ class TextGenEngine:
         self._kv_cache_bytes = kv_cache_mb * 1024 * 1024
         self._prefill_chunk = prefill_chunk
         self._loader = loader
-        self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S)
+        on_ready = (lambda: pool.loaded(self)) if pool is not None else None
+        self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S, on_ready)
+        if pool is not None:
+            pool.add(self)
         self._loaded: LoadedModel | None = None
         self._runner: BatchRunner | None = None
         self._vocab: Vocabulary | None = None
@@ -91,8 +105,9 @@ class TextGenEngine:
             return
         self._stopping = False
         self._life.begin()
-        self._loop_thread = threading.Thread(target=self._loop, name=f"textgen:{self.model_id}", daemon=True)
-        self._loop_thread.start()
+        if self._loop_thread is None or not self._loop_thread.is_alive():  # one loop, across reloads
+            self._loop_thread = threading.Thread(target=self._loop, name=f"textgen:{self.model_id}", daemon=True)
+            self._loop_thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """End every waiting and running request with ShuttingDownError and stop the step loop."""
@@ -102,6 +117,18 @@ class TextGenEngine:
         if self._loop_thread is not None:
             self._loop_thread.join(timeout)
         self._life.stopped()
+
+    def unload(self, reason: str | None = None) -> None:
+        """Free the model (the memory pool calls this only when no sequence runs or waits)."""
+        with self._cond:
+            self._loaded = self._runner = self._vocab = None
+            self._life.unloaded(reason)
+        return_freed_memory()
+
+    def memory_bytes(self) -> int:
+        """The weights, plus the KV cache budget the sequences may fill."""
+        loaded = self._loaded
+        return module_bytes(loaded.model) + self._kv_cache_bytes if loaded is not None else 0
 
     def _load(self) -> str:
         loaded = self._loader(self.source, self._threads, self._dtype)
@@ -155,10 +182,9 @@ class TextGenEngine:
         self._check_ready()
 
     def _check_ready(self) -> LoadedModel:
-        self._life.check()
-        if self._stopping or self._loaded is None:
-            raise ShuttingDownError()
-        return self._loaded
+        loaded = self._life.require(self._loaded, self._stopping)
+        self.last_used = time.monotonic()
+        return loaded
 
     # -- tokenizer services ------------------------------------------------------------------------------
     async def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:

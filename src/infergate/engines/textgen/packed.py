@@ -11,12 +11,10 @@ at 2 rows), so they stay as they are.
 
 from __future__ import annotations
 
-import ctypes
-import gc
-import sys
-
 import torch
 from torch import nn
+
+from infergate.engines.memory import return_freed_memory
 
 __all__ = ["PackedLinear", "pack_linears"]
 
@@ -47,15 +45,5 @@ def pack_linears(model: nn.Module) -> int:
             if type(child) is nn.Linear and child.weight.dtype == torch.float32:
                 setattr(module, name, PackedLinear(child))
                 count += 1
-    _return_freed_memory()
+    return_freed_memory()
     return count
-
-
-def _return_freed_memory() -> None:
-    """Hand the unpacked weights' memory back to the OS: glibc keeps freed heap pages otherwise (~400 MB)."""
-    gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except OSError:  # not glibc (musl): nothing to trim
-            pass
