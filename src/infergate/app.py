@@ -19,7 +19,7 @@ from infergate.core.tasks import EMBEDDING_TASKS, PIPELINE_TASKS, TEXT_GENERATIO
 from infergate.engines.diffusion.engine import DiffusionEngine
 from infergate.engines.embeddings.engine import EmbeddingEngine
 from infergate.engines.pipelines.engine import PipelineEngine
-from infergate.engines.pool import ModelPool
+from infergate.engines.pool import LoadTimes, ModelPool
 from infergate.engines.textgen.engine import TextGenEngine
 from infergate.gateway.auth import Authenticator
 from infergate.gateway.cache_backends import CacheBackend, FallbackCache, InMemoryCache, RedisCache
@@ -68,7 +68,7 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
     """One engine per catalog entry, by task; entries whose task no engine runs yet are skipped with a warning."""
     engines: dict[str, _LocalEngine] = {}
     settings_entry = {m.id: m for m in settings.models}
-    pool = ModelPool(settings.engine.model_memory_mb)
+    pool = ModelPool(settings.engine.model_memory_mb, LoadTimes(settings.home / "load_times.json"))
     waiting, threads = settings.engine.max_waiting, settings.engine.threads
     for spec in catalog:
         if spec.task in EMBEDDING_TASKS:

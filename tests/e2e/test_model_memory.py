@@ -1,10 +1,11 @@
-"""Models within a memory budget: two copies of the packaged embedding model (~87 MB each) under a 150 MB budget
-take turns (the least recently used idle one is unloaded, and loads again when asked for), and the chat model,
-which can never fit, fails with a message that says what to change instead of exhausting memory. States and
-memory show in GET /v1/models and `infergate models list`."""
+"""Models within a memory budget, and their load times kept for the next estimate. Two copies of the packaged
+embedding model (~87 MB each) under a 150 MB budget take turns (the least recently used idle one is unloaded,
+and loads again when asked for); the chat model, which can never fit, fails with a message that says what to
+change instead of exhausting memory. States and memory show in GET /v1/models and `infergate models list`."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.support.server import CHAT_MODEL_LAZY_OPEN_ANONYMOUS, MODEL_ID, Server, run_cli, serving
+from tests.support.server import CHAT_MODEL_LAZY_OPEN_ANONYMOUS, MODEL_ID, Server, run_cli, serving, start_server
 
 FIRST, SECOND = "copy/minilm-a", "copy/minilm-b"
 BUDGET_MB = 150
@@ -85,3 +86,18 @@ def test_models_pull_downloads_hub_models_only(server: Server) -> None:
     assert offline.returncode == 1
     assert "could not download example-org/example-model" in offline.stderr
     assert "Check the id, the network (HF_HUB_OFFLINE)" in offline.stderr
+
+
+def test_load_times_are_kept_for_the_next_estimate(server: Server) -> None:
+    assert embed(server, SECOND).status_code == 200
+    recorded = json.loads((server.home / "load_times.json").read_text())
+    assert recorded[SECOND] > 0
+    # A restarted server on the same data directory quotes that time while the model loads again.
+    again = start_server(server.home, config=(server.home / "config.toml").read_text())
+    try:
+        again.wait_listening()
+        r = embed(again, SECOND, wait=False)
+        assert r.status_code == 503
+        assert r.json()["estimated_time"] == pytest.approx(recorded[SECOND], abs=0.5)
+    finally:
+        again.stop()

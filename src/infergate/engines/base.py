@@ -37,13 +37,10 @@ class WorkerEngine:
         self.compute_type = "cpu"
         self.last_used = 0.0
         self._model: Any = None
-        on_ready = (lambda: pool.loaded(self)) if pool is not None else None
-        self._life = ModelLoad(model_id, source, self._load, estimate_s, on_ready)
+        self._life = ModelLoad(model_id, source, self._load, estimate_s, pool, self)
         name = f"{type(self).__name__}:{model_id}"
         self._worker = BatchWorker(name, self._run_batch, max_batch=max_batch, max_waiting=max_waiting)
         self._stopping = False
-        if pool is not None:
-            pool.add(self)
 
     # -- for subclasses ------------------------------------------------------------------------------------
     def _build(self) -> tuple[Any, str]:

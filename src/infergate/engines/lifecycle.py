@@ -15,6 +15,8 @@ from typing import TypeVar
 
 from infergate.core.engine import EngineState
 from infergate.core.errors import ModelLoadFailedError, ModelLoadingError, ShuttingDownError
+from infergate.engines.pool import ModelPool, Poolable
+from infergate.engines.sources import source_bytes
 
 __all__ = ["RELOAD_AFTER_S", "ModelLoad"]
 
@@ -28,6 +30,15 @@ RELOAD_AFTER_S = 30.0
 _LOADING = threading.Lock()
 
 
+_DISK_BYTES_PER_S = 50e6  # a first guess at reading and building a model, until one is timed here
+
+
+def size_estimate_s(source: str) -> float:
+    """Seconds to load a model of this source's size on disk (0 when unknown: a hub id not yet downloaded)."""
+    size = source_bytes(source)
+    return 1.0 + size / _DISK_BYTES_PER_S if size else 0.0
+
+
 class ModelLoad:
     """``load`` builds the model and returns where it runs (for the log); it may raise anything."""
 
@@ -37,17 +48,25 @@ class ModelLoad:
         source: str,
         load: Callable[[], str],
         estimate_s: float,
-        on_ready: Callable[[], None] | None = None,
+        pool: ModelPool | None = None,
+        member: Poolable | None = None,
     ) -> None:
+        """``estimate_s``: the engine's guess for a model never loaded here; ``pool`` and ``member`` (the
+        engine): the memory budget to check after each load, and the load times kept across restarts."""
         self.model_id = model_id
         self.source = source
         self._load = load
-        self._on_ready = on_ready  # the memory pool's check, run before the next load starts
+        self._pool = pool
+        self._member = member
+        if pool is not None and member is not None:
+            pool.add(member)
         self.status = "idle"  # not started: models that load on first use
         self.error: str | None = None
         self.ready = threading.Event()
         self._started = 0.0
-        self.last_load_s = estimate_s  # the estimate until a load has been timed
+        measured = pool.load_times.get(model_id) if pool is not None else None
+        # The estimate until a load is timed: the last one (kept across restarts), else from the size on disk.
+        self.last_load_s = measured if measured is not None else max(estimate_s, size_estimate_s(source))
 
     def begin(self) -> None:
         self.status = "loading"
@@ -65,11 +84,17 @@ class ModelLoad:
                 self.status = "failed"
                 return
             self.last_load_s = time.monotonic() - self._started
+            if self._pool is not None and self._member is not None:
+                self._pool.load_times.record(self.model_id, self.last_load_s)
+                # Room is made before the model is announced, under the load lock: the next load sees it.
+                refused = self._pool.loaded(self._member)
+                if refused is not None:
+                    log.warning("model %s loaded but cannot be kept: %s", self.model_id, refused)
+                    self._member.unload(refused)
+                    return
             self.status = "ready"
             self.ready.set()
             log.info("model %s ready in %.1f s on %s", self.model_id, self.last_load_s, device)
-            if self._on_ready is not None:
-                self._on_ready()
 
     def unloaded(self, reason: str | None = None) -> None:
         """The engine freed its model: it loads again on its next request, or, with a reason, fails with it

@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-__all__ = ["resolve_source"]
+__all__ = ["resolve_source", "source_bytes"]
 
 
 def resolve_source(source: str) -> tuple[str, dict[str, Any]]:
@@ -54,3 +54,20 @@ def resolve_source(source: str) -> tuple[str, dict[str, Any]]:
     if source.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"{source} does not exist; fix the model's `source` in the config file")
     return source, {}  # a hub id: huggingface_hub downloads it into its cache
+
+
+def source_bytes(source: str) -> int:
+    """The size on disk of a local model (a file, or every file of a directory); 0 for what is not local yet
+    (a hub id, or a model a package assembles on first use)."""
+    if source.startswith("assemble:"):
+        return 0
+    try:
+        location, kwargs = resolve_source(source)
+    except (OSError, ValueError, ImportError):
+        return 0
+    path = Path(location) / kwargs["gguf_file"] if "gguf_file" in kwargs else Path(location)
+    if path.is_file():
+        return path.stat().st_size
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    return 0

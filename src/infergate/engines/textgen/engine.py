@@ -82,10 +82,7 @@ class TextGenEngine:
         self._kv_cache_bytes = kv_cache_mb * 1024 * 1024
         self._prefill_chunk = prefill_chunk
         self._loader = loader
-        on_ready = (lambda: pool.loaded(self)) if pool is not None else None
-        self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S, on_ready)
-        if pool is not None:
-            pool.add(self)
+        self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S, pool, self)
         self._loaded: LoadedModel | None = None
         self._runner: BatchRunner | None = None
         self._vocab: Vocabulary | None = None
