@@ -89,6 +89,7 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
                 default_max_tokens=settings.engine.default_max_tokens,
                 max_total_tokens=spec.max_total_tokens,
                 dtype=settings_entry[spec.id].dtype,
+                infill_format=settings_entry[spec.id].infill,
                 kv_cache_mb=settings.engine.kv_cache_mb,
                 prefill_chunk=settings.engine.prefill_chunk,
                 pool=pool,

@@ -110,6 +110,9 @@ class ModelEntry(_Strict):
     tiers: tuple[str, ...] | None = None
     # Weights and activations: "auto" is bfloat16 on a GPU and on CPUs with native bfloat16, else float32.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Code infilling (`suffix` on /v1/completions): "auto" recognises the format from the tokenizer's special
+    # tokens; name one to insist on it (a tokenizer without its tokens then fails to load), or "none".
+    infill: Literal["auto", "codellama", "starcoder", "qwen", "none"] = "auto"
 
 
 class Settings(_Strict):

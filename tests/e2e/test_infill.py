@@ -17,6 +17,8 @@ from tests.support.server import CHAT_MODEL_LAZY_OPEN_ANONYMOUS, MODEL_ID, Serve
 from tests.support.tiny_models import CODE_LLAMA_TOKENS, build_code_llama
 
 CODE_ID = "tiny/code-llama"
+NO_INFILL_ID = "tiny/code-llama-no-infill"
+WRONG_INFILL_ID = "tiny/code-llama-as-starcoder"
 PREFIX = "def add(a, b):"
 SUFFIX = "return c"
 
@@ -29,6 +31,9 @@ def code_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def code_server(tmp_path_factory: pytest.TempPathFactory, code_model: Path) -> Iterator[Server]:
     config = CHAT_MODEL_LAZY_OPEN_ANONYMOUS + f'\n[[models]]\nid = "{CODE_ID}"\nsource = "{code_model}"\n'
+    # The catalog can insist on a format, or turn infilling off, for the same files.
+    for model_id, setting in ((NO_INFILL_ID, "none"), (WRONG_INFILL_ID, "starcoder")):
+        config += f'\n[[models]]\nid = "{model_id}"\nsource = "{code_model}"\ninfill = "{setting}"\n'
     yield from serving(tmp_path_factory.mktemp("infill"), config, token_tier="pro")
 
 
@@ -81,3 +86,15 @@ def test_a_model_without_infill_tokens_is_a_clear_422(server: Server) -> None:
             client.completions.create(model=MODEL_ID, prompt=PREFIX, suffix=SUFFIX, max_tokens=4)
     assert f"model {MODEL_ID} has no infill tokens" in refused.value.message
     assert "call a code model that has them" in refused.value.message
+
+
+def test_the_catalog_says_and_sets_each_models_infill_format(oai: openai.OpenAI, code_server: Server) -> None:
+    oai.completions.create(model=CODE_ID, prompt=PREFIX, max_tokens=1)  # loaded
+    listed = {m["id"]: m for m in httpx.get(f"{code_server.base_url}/v1/models", timeout=10).json()["data"]}
+    assert listed[CODE_ID]["infill"] == "codellama"
+    with pytest.raises(openai.UnprocessableEntityError) as off:
+        oai.completions.create(model=NO_INFILL_ID, prompt=PREFIX, suffix=SUFFIX, max_tokens=2)
+    assert f"model {NO_INFILL_ID} has no infill tokens" in off.value.message
+    with pytest.raises(openai.InternalServerError) as wrong:
+        oai.completions.create(model=WRONG_INFILL_ID, prompt=PREFIX, suffix=SUFFIX, max_tokens=2)
+    assert "infill = 'starcoder' needs the tokens <fim_prefix>, <fim_suffix>, <fim_middle>" in wrong.value.message

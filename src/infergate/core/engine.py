@@ -91,6 +91,9 @@ class TextGenerator(ModelEngine, Protocol):
 
     async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[TokenSpan]: ...
 
+    def infill_format(self) -> str | None:
+        """The loaded model's infill format ("codellama", "starcoder", ...), or None."""
+
     async def infill_prompt(self, prefix: str, suffix: str) -> str:
         """The model family's fill-in-the-middle prompt; ValidationError for a model without infill tokens."""
 

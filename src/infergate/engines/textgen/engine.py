@@ -68,6 +68,7 @@ class TextGenEngine:
         prefill_chunk: int = 128,
         loader: Any = load_causal_lm,
         pool: ModelPool | None = None,
+        infill_format: str = "auto",
     ) -> None:
         self.model_id = model_id
         self.source = source
@@ -87,6 +88,7 @@ class TextGenEngine:
         self._runner: BatchRunner | None = None
         self._vocab: Vocabulary | None = None
         self._infill: infill.InfillFormat | None = None
+        self._infill_setting = infill_format
         self._budget_tokens = 0  # rows x positions the KV cache may hold
         self._limits = ModelLimits(max_total_tokens=max_total_tokens or 0, max_input_tokens=0)
         self._cond = threading.Condition()
@@ -151,7 +153,7 @@ class TextGenEngine:
         if tok.eos_token_id is not None:
             eos_ids.add(tok.eos_token_id)
         vocabulary = tok.get_vocab()
-        self._infill = infill.detect(vocabulary)
+        self._infill = infill.choose(self._infill_setting, vocabulary)
         if self._infill is not None and self._infill.end in vocabulary:
             eos_ids.add(vocabulary[self._infill.end])  # Code Llama's <EOT> ends an infill
         self._vocab = Vocabulary(
@@ -195,6 +197,9 @@ class TextGenEngine:
             return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
         except Exception as exc:  # jinja errors: the messages do not fit this model's template
             raise ValidationError(f"the chat template of {self.model_id} rejected the messages: {exc}") from exc
+
+    def infill_format(self) -> str | None:
+        return self._infill.name if self._infill is not None else None
 
     async def infill_prompt(self, prefix: str, suffix: str) -> str:
         self._check_ready()

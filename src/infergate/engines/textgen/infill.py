@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-__all__ = ["FORMATS", "InfillFormat", "detect"]
+__all__ = ["FORMATS", "InfillFormat", "choose", "detect"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +45,22 @@ FORMATS = (
         end="<|fim_pad|>",
     ),
 )
+
+
+def choose(setting: str, vocabulary: Collection[str]) -> InfillFormat | None:
+    """The catalog entry's ``infill``: "auto" detects, "none" disables, a name must match the tokenizer."""
+    if setting == "auto":
+        return detect(vocabulary)
+    if setting == "none":
+        return None
+    fmt = next(f for f in FORMATS if f.name == setting)
+    missing = [t for t in (fmt.prefix, fmt.suffix, fmt.middle) if t not in vocabulary]
+    if missing:
+        raise ValueError(
+            f"infill = {setting!r} needs the tokens {', '.join(missing)}, which this tokenizer lacks; set infill "
+            '= "auto" (or "none") in the model\'s [[models]] entry'
+        )
+    return fmt
 
 
 def detect(vocabulary: Collection[str]) -> InfillFormat | None:
