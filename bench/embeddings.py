@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -24,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from infergate.benchmarks.engine import free_port, rss_mb, wait_healthy
+from infergate.benchmarks.engine import free_port, print_measures, rss_mb, wait_healthy
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TOPICS = ["cats", "the weather", "ships", "jazz", "taxes", "gardening", "chess", "volcanoes"]
@@ -106,12 +104,7 @@ def main() -> int:
     one, batch = _library(texts)
     rows["sentence-transformers encode, 1 input/call (/s)"] = one
     rows["sentence-transformers encode, batch 32 (/s)"] = batch
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; model: {MODEL}; {len(texts)} inputs per level")
-    print(f"{'measure':<52}{'value':>10}")
-    for name, value in rows.items():
-        print(f"{name:<52}{value:>10.1f}")
-    if args.json:
-        print(json.dumps(rows))
+    print_measures(f"model: {MODEL}; {len(texts)} inputs per level", rows, args.json)
     return 0
 
 

@@ -10,9 +10,7 @@ model's speed: a real SDXL step is thousands of times this one's work.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import signal
 import subprocess
 import sys
@@ -24,8 +22,9 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' tiny model builder
 
-from infergate.benchmarks.engine import free_port, rss_mb, wait_healthy  # noqa: E402
 from tests.support.tiny_models import build_text_to_image  # noqa: E402
+
+from infergate.benchmarks.engine import free_port, print_measures, rss_mb, wait_healthy  # noqa: E402
 
 MODEL = "tiny/stable-diffusion"
 PROMPT = "a dark gothic city in a misty night"
@@ -91,12 +90,7 @@ def main() -> int:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
     rows[f"diffusers in process, 64x64, {args.steps} steps (images/s)"] = _in_process(pipeline, args.images, args.steps)
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; model: tiny random Stable Diffusion (tests)")
-    print(f"{'measure':<52}{'value':>10}")
-    for name, value in rows.items():
-        print(f"{name:<52}{value:>10.2f}")
-    if args.json:
-        print(json.dumps(rows))
+    print_measures("model: tiny random Stable Diffusion (tests)", rows, args.json)
     return 0
 
 

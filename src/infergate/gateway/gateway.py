@@ -20,7 +20,7 @@ from typing import Any
 
 from infergate.catalog.catalog import Catalog, ModelSpec
 from infergate.core.engine import Embedder, ImageGenerator, ModelEngine, PipelineRunner, TextGenerator
-from infergate.core.errors import BadRequestError, ForbiddenError, Quota, ValidationError
+from infergate.core.errors import BadRequestError, ForbiddenError, ModelNotFoundError, Quota, ValidationError
 from infergate.core.outputs import Embeddings, GenerationResult, PromptInfo, StepEvent, collect
 from infergate.core.requests import EmbedRequest, GenerationRequest, ImageRequest
 from infergate.gateway.auth import Authenticator
@@ -57,6 +57,16 @@ class Ticket:
     @property
     def embedder(self) -> Embedder:
         assert isinstance(self.engine, Embedder), self.spec.task
+        return self.engine
+
+    @property
+    def pipeline(self) -> PipelineRunner:
+        assert isinstance(self.engine, PipelineRunner), self.spec.task
+        return self.engine
+
+    @property
+    def painter(self) -> ImageGenerator:
+        assert isinstance(self.engine, ImageGenerator), self.spec.task
         return self.engine
 
 
@@ -101,8 +111,8 @@ class Gateway:
     def task_of(self, model_id: str | None) -> str | None:
         """The task the model serves, or None for an unknown id (its request then gets the 404)."""
         try:
-            return self.resolve(model_id)[0].task
-        except Exception:
+            return self.catalog.resolve(model_id).task
+        except ModelNotFoundError:
             return None
 
     async def authenticate(self, authorization: str | None, client: str) -> Principal:
@@ -253,11 +263,9 @@ class Gateway:
 
     async def run_pipeline(self, ticket: Ticket, inputs: Any, parameters: dict[str, Any], *, use_cache: bool) -> Any:
         """A pipeline task's answer (JSON values), from the cache or the engine."""
-        engine = ticket.engine
-        assert isinstance(engine, PipelineRunner), ticket.spec.task
 
         async def compute() -> Any:
-            return await engine.run(inputs, parameters)
+            return await ticket.pipeline.run(inputs, parameters)
 
         canonical = json.dumps([inputs, parameters], sort_keys=True)
         return await self._cached(ticket, ticket.spec.task, canonical, compute, use_cache)
@@ -277,11 +285,9 @@ class Gateway:
                 f"`parameters.num_inference_steps` must be <= {tier.max_inference_steps} on the {tier.name} tier. "
                 f"Given: {steps}"
             )
-        engine = ticket.engine
-        assert isinstance(engine, ImageGenerator), ticket.spec.task
 
         async def compute() -> Any:
-            image, seed = await engine.text_to_image(request)
+            image, seed = await ticket.painter.text_to_image(request)
             return {"image": base64.b64encode(image).decode("ascii"), "seed": seed}
 
         value = await self._cached(ticket, ticket.spec.task, repr(request), compute, use_cache)

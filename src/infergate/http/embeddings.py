@@ -3,6 +3,8 @@ OpenAI's `/v1/embeddings`."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
@@ -18,8 +20,7 @@ from infergate.protocols import embeddings as wire
 __all__ = ["feature_extraction", "openai_embeddings", "sentence_similarity"]
 
 
-async def feature_extraction(request: Request, model_id: str | None) -> Response:
-    body = await read_json(request)
+async def feature_extraction(request: Request, model_id: str | None, body: Any) -> Response:
     ticket = await admit(request, model_id, wants_to_wait(request, body), task="feature-extraction")
     if fields := wire.other_task_fields(body):
         raise BadRequestError(
@@ -36,8 +37,7 @@ async def feature_extraction(request: Request, model_id: str | None) -> Response
     return JSONResponse(result.vectors[0] if single else result.vectors, headers=headers)
 
 
-async def sentence_similarity(request: Request, model_id: str | None) -> Response:
-    body = await read_json(request)
+async def sentence_similarity(request: Request, model_id: str | None, body: Any) -> Response:
     ticket = await admit(request, model_id, wants_to_wait(request, body), task="sentence-similarity")
     source, sentences = wire.parse_similarity(body)
     gateway = get_state(request).gateway

@@ -3,11 +3,13 @@ route's task, else the model's own; an embedding model takes sentence-similarity
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 
 from infergate.core.errors import BadRequestError
-from infergate.core.tasks import ALL_TASKS, EMBEDDING_TASKS, PIPELINE_TASKS, TEXT_TO_IMAGE
+from infergate.core.tasks import ALL_TASKS, TEXT_GENERATION, TEXT_TO_IMAGE
 from infergate.http.body import read_json
 from infergate.http.embeddings import feature_extraction, sentence_similarity
 from infergate.http.headers import compute_headers
@@ -29,22 +31,21 @@ async def task_request(request: Request, model_id: str | None, task: str | None)
         )
     if task is None:
         task = get_state(request).gateway.task_of(model_id)
-        if task in EMBEDDING_TASKS:
-            body = await read_json(request)
-            task = "sentence-similarity" if embedding_wire.is_similarity_body(body) else "feature-extraction"
+    if task in (None, TEXT_GENERATION):  # an unknown model gets its 404 there
+        return await text_generation(request, model_id, force_stream=None, wrap_list=True, full_text_default=True)
+    body = await read_json(request)  # parsed once, here, for every other task
+    if task == "feature-extraction" and embedding_wire.is_similarity_body(body):
+        task = "sentence-similarity"  # an embedding model takes both, by the body's shape
     if task == "feature-extraction":
-        return await feature_extraction(request, model_id)
+        return await feature_extraction(request, model_id, body)
     if task == "sentence-similarity":
-        return await sentence_similarity(request, model_id)
-    if task in PIPELINE_TASKS:
-        return await _pipeline(request, model_id, task)
+        return await sentence_similarity(request, model_id, body)
     if task == TEXT_TO_IMAGE:
-        return await _text_to_image(request, model_id)
-    return await text_generation(request, model_id, force_stream=None, wrap_list=True, full_text_default=True)
+        return await _text_to_image(request, model_id, body)
+    return await _pipeline(request, model_id, task, body)
 
 
-async def _pipeline(request: Request, model_id: str | None, task: str) -> Response:
-    body = await read_json(request)
+async def _pipeline(request: Request, model_id: str | None, task: str, body: Any) -> Response:
     ticket = await admit(request, model_id, wants_to_wait(request, body), task=task)
     inputs, parameters = pipeline_wire.parse(task, body)
     gateway = get_state(request).gateway
@@ -56,8 +57,7 @@ async def _pipeline(request: Request, model_id: str | None, task: str) -> Respon
     return JSONResponse(pipeline_wire.render(task, output), headers=headers)
 
 
-async def _text_to_image(request: Request, model_id: str | None) -> Response:
-    body = await read_json(request)
+async def _text_to_image(request: Request, model_id: str | None, body: Any) -> Response:
     ticket = await admit(request, model_id, wants_to_wait(request, body), task=TEXT_TO_IMAGE)
     image_request = image_wire.parse_text_to_image(body, request.headers.get("accept"))
     gateway = get_state(request).gateway

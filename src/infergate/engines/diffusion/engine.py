@@ -65,9 +65,9 @@ class DiffusionEngine(WorkerEngine):
 
     async def text_to_image(self, request: ImageRequest) -> tuple[bytes, int]:
         pipe = self._check_ready()
-        self._scheduler(pipe, request.scheduler)  # an unknown name fails here, before waiting in the queue
+        scheduler = self._scheduler(pipe, request.scheduler)  # an unknown name fails here, before the queue
         seed = request.seed if request.seed is not None else random.randrange(2**32)
-        result: tuple[bytes, int] = await self._worker.submit((request, seed))
+        result: tuple[bytes, int] = await self._worker.submit((request, seed, scheduler))
         return result
 
     @staticmethod
@@ -81,15 +81,15 @@ class DiffusionEngine(WorkerEngine):
             )
         return compatible[name].from_config(pipe.scheduler.config)
 
-    def _run_batch(self, jobs: list[tuple[ImageRequest, int]]) -> list[Any]:
+    def _run_batch(self, jobs: list[tuple[ImageRequest, int, Any]]) -> list[Any]:
         pipe = self._loaded_model()
-        return [self._draw(pipe, request, seed) for request, seed in jobs]
+        return [self._draw(pipe, *job) for job in jobs]
 
-    def _draw(self, pipe: Any, request: ImageRequest, seed: int) -> tuple[bytes, int]:
+    def _draw(self, pipe: Any, request: ImageRequest, seed: int, scheduler: Any) -> tuple[bytes, int]:
         import torch
 
         default = pipe.scheduler
-        pipe.scheduler = self._scheduler(pipe, request.scheduler)
+        pipe.scheduler = scheduler
         options = {
             "negative_prompt": request.negative_prompt,
             "guidance_scale": request.guidance_scale,

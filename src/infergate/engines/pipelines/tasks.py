@@ -47,7 +47,8 @@ def load_task(task: str, location: str, kwargs: dict[str, Any], device: str) -> 
 def _generate(model: Any, tokenizer: Any, key: str, text: str, params: dict[str, Any]) -> list[dict[str, str]]:
     params = dict(params)
     clean = params.pop("clean_up_tokenization_spaces", True)
-    params.pop("src_lang", None), params.pop("tgt_lang", None)  # multilingual tokenizers only; ignored here
+    for name in ("src_lang", "tgt_lang"):  # for multilingual tokenizers only; ignored here
+        params.pop(name, None)
     encoded = tokenizer(text, return_tensors="pt", truncation=True, return_token_type_ids=False).to(model.device)
     out = model.generate(**encoded, **params)
     return [{key: tokenizer.decode(out[0], skip_special_tokens=True, clean_up_tokenization_spaces=clean)}]
