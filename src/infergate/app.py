@@ -90,6 +90,7 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
                 max_total_tokens=spec.max_total_tokens,
                 dtype=settings_entry[spec.id].dtype,
                 infill_format=settings_entry[spec.id].infill,
+                runner=settings_entry[spec.id].runner,
                 kv_cache_mb=settings.engine.kv_cache_mb,
                 prefill_chunk=settings.engine.prefill_chunk,
                 pool=pool,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from infergate import __version__
-from infergate.settings import Settings, SettingsError, load_settings
+from infergate.settings import ModelEntry, Settings, SettingsError, load_settings
 
 __all__ = ["main"]
 
@@ -62,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("id", help="a model id from `infergate models list`")
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="action", required=True)
-    engine = bench.add_parser("engine", help="the engine at 1, N/4 and N streams against plain transformers")
+    engine = bench.add_parser("engine", help="the engine at 1, N/4 and N streams against transformers and llama.cpp")
     engine.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     engine.add_argument("--model", help="a model source (directory, .gguf, hub id); default: the packaged model")
     engine.add_argument("--config-shape", choices=["smollm2-135m", "llama-1.1b"], help="random weights, a real shape")
@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
     engine.add_argument("--new-tokens", type=int, default=64)
     engine.add_argument("--stagger", type=float, default=0.05, help="seconds between arrivals")
     engine.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    engine.add_argument(
+        "--runner", default="auto", choices=["auto", "torch", "llama.cpp"], help="what serves the packaged model"
+    )
     engine.add_argument("--serial-requests", type=int, default=4, help="requests for the one-at-a-time baseline")
     engine.add_argument("--json", action="store_true", help="end with one line of JSON")
     return parser
@@ -151,13 +154,25 @@ def _models(settings: Settings, url: str | None) -> int:
             "startup" if m.load_at_startup else "first use",
             live.get(m.id, {}).get("state", "-") if live is not None else "not serving",
             f"{live[m.id]['memory_mb']:.0f} MB" if live is not None and live.get(m.id, {}).get("memory_mb") else "-",
+            _runner(m, live),
         )
         for m in settings.models
     ]
-    print(_table(("id", "task", "tiers", "source", "loads at", "state", "memory"), rows))
+    print(_table(("id", "task", "tiers", "source", "loads at", "state", "memory", "runner"), rows))
     if live is None:
         print(f"(no server answered at {url}: states and memory show while `infergate serve` runs; --url URL)")
     return 0
+
+
+def _runner(entry: ModelEntry, live: dict[str, dict[str, Any]] | None) -> str:
+    """What computes a text generation model's tokens: as the server says, or as it would choose."""
+    if entry.task != "text-generation":
+        return "-"
+    if live is not None and live.get(entry.id, {}).get("runner"):
+        return str(live[entry.id]["runner"])
+    from infergate.engines.textgen.choice import choose_runner
+
+    return choose_runner(entry.runner, entry.source)
 
 
 def _pull(settings: Settings, model_id: str) -> int:
@@ -213,6 +228,7 @@ def _bench(args: argparse.Namespace) -> int:
         new_tokens=args.new_tokens,
         stagger=args.stagger,
         dtype=args.dtype,
+        runner=args.runner,
         serial_requests=min(args.serial_requests, args.streams),
         as_json=args.json,
     )

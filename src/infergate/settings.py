@@ -12,7 +12,9 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from infergate.catalog.catalog import is_gguf_source
 
 __all__ = [
     "AuthSettings",
@@ -113,6 +115,18 @@ class ModelEntry(_Strict):
     # Code infilling (`suffix` on /v1/completions): "auto" recognises the format from the tokenizer's special
     # tokens; name one to insist on it (a tokenizer without its tokens then fails to load), or "none".
     infill: Literal["auto", "codellama", "starcoder", "qwen", "none"] = "auto"
+    # What runs a text generation model: "auto" is llama.cpp for a GGUF file on a machine without a GPU
+    # (it computes on the quantized weights), PyTorch otherwise; name one to insist on it.
+    runner: Literal["auto", "torch", "llama.cpp"] = "auto"
+
+    @model_validator(mode="after")
+    def _runner_fits_source(self) -> ModelEntry:
+        if self.runner == "llama.cpp" and not is_gguf_source(self.source):
+            raise ValueError(
+                f'model {self.id}: runner = "llama.cpp" needs a GGUF file as its source (a path ending in .gguf, '
+                f'or package:PKG/FILE.gguf); {self.source!r} is not one. Use runner = "torch" or "auto"'
+            )
+        return self
 
 
 class Settings(_Strict):

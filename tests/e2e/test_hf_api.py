@@ -16,7 +16,7 @@ FINISH_REASONS = {"length", "eos_token", "stop_sequence"}
 # SmolLM2's own chat format, written by hand: the model answers this one greedily.
 CHATML_FRANCE = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    "<|im_start|>user\nWhat is the capital of France? Answer in one sentence.<|im_end|>\n<|im_start|>assistant\n"
 )
 # The announcement's Llama 2 example: a chat prompt formatted by the caller, which the server must not touch.
 LLAMA2_PROMPT = (

@@ -14,11 +14,11 @@ from huggingface_hub import InferenceClient
 
 from tests.support.server import MODEL_ID, Server
 
-FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
+FRANCE = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 # What SmolLM2's chat template makes of FRANCE (its default system prompt included): usage must count these tokens.
 CHATML_FRANCE = (
     "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-    "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
+    "<|im_start|>user\nWhat is the capital of France? Answer in one sentence.<|im_end|>\n<|im_start|>assistant\n"
 )
 POEM = [{"role": "user", "content": "Write a long poem about the sea."}]
 COMPLETION_PROMPT = "The three primary colors are"

@@ -36,7 +36,9 @@ def test_readme_curl_answers_a_list_with_the_prompt(server: Server) -> None:
 def test_readme_chat_knows_the_capital_of_france(server: Server) -> None:
     client = InferenceClient(model=server.model_url)
     out = client.chat_completion(
-        [{"role": "user", "content": "What is the capital of France?"}], max_tokens=20, temperature=0
+        [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}],
+        max_tokens=20,
+        temperature=0,
     )
     assert "Paris" in out.choices[0].message.content
     assert out.model == MODEL_ID

@@ -210,7 +210,7 @@ def test_validation_error_while_streaming_is_one_error_event(
 
 def test_multibyte_characters_are_never_split(client: httpx.Client) -> None:
     """CJK and emoji take several byte-level tokens each: the stream must only ever emit whole characters."""
-    body = {"inputs": MULTIBYTE_PROMPT, "parameters": {"max_new_tokens": 24, "details": True}, "stream": True}
+    body = {"inputs": MULTIBYTE_PROMPT, "parameters": {"max_new_tokens": 80, "details": True}, "stream": True}
     r, raw = stream_raw(client, MODEL_PATH, body)
     assert r.status_code == 200
     events = sse_payloads(raw)  # decodes the body as strict UTF-8
@@ -223,5 +223,5 @@ def test_multibyte_characters_are_never_split(client: httpx.Client) -> None:
     assert any(ord(ch) >= 0x1F300 for ch in streamed), f"no emoji in {streamed!r}"
     assert "\ufffd" not in events[-1]["generated_text"]
     # The non-stream answer to the same greedy request is the same text.
-    plain = client.post(MODEL_PATH, json={"inputs": MULTIBYTE_PROMPT, "parameters": {"max_new_tokens": 24}})
+    plain = client.post(MODEL_PATH, json={"inputs": MULTIBYTE_PROMPT, "parameters": {"max_new_tokens": 80}})
     assert plain.json() == [{"generated_text": events[-1]["generated_text"]}]

@@ -1,10 +1,13 @@
-"""``infergate bench engine``: the engine at 1, N/4 and N concurrent streams against plain transformers.
+"""``infergate bench engine``: the engine at 1, N/4 and N concurrent streams against plain transformers and,
+when llama.cpp serves the model (a GGUF on a CPU), against llama.cpp's own single-sequence generation and
+batched decode on the same file.
 
 On a CPU with the packaged default model, the engine is measured as users meet it: ``infergate serve`` on a
 free loopback port, N streaming HTTP clients arriving ``--stagger`` seconds apart. With ``--config-shape`` (a
 random-weight model of a real shape, for a GPU host without the packaged model) the engine runs in this
 process. Then, with the server stopped, the same prompts go through ``generate()`` one at a time, one static
-batch of N, and transformers' continuous batching. Every request is bounded (count and max_new_tokens).
+batch of N, and transformers' continuous batching; then llama.cpp's ``Llama`` one request at a time and its
+batched decode of all N. Every request is bounded (count and max_new_tokens).
 """
 
 from __future__ import annotations
@@ -94,7 +97,7 @@ def wait_healthy(proc: subprocess.Popen[bytes], base: str, hint: str, timeout: f
         time.sleep(0.1)
 
 
-def _config(home: Path, streams: int, dtype: str) -> Path:
+def _config(home: Path, streams: int, dtype: str, runner: str) -> Path:
     lots = 10**9
     path = home / "bench.toml"
     path.write_text(
@@ -116,6 +119,7 @@ max_new_tokens = 4096
 id = "HuggingFaceTB/SmolLM2-135M-Instruct"
 source = "{DEFAULT_SOURCE}"
 dtype = "{dtype}"
+runner = "{runner}"
 """
     )
     return path
@@ -163,11 +167,11 @@ async def _http_level(base: str, prompts: list[str], new_tokens: int, stagger: f
     return Level(f"engine, {len(prompts)} stream(s)", len(prompts), total / wall, ttft, peak[0])
 
 
-def _engine_over_http(streams: int, new_tokens: int, stagger: float, dtype: str) -> list[Level]:
+def _engine_over_http(streams: int, new_tokens: int, stagger: float, dtype: str, runner: str) -> list[Level]:
     home = Path(tempfile.mkdtemp(prefix="infergate-bench-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    config = _config(home, streams, dtype)
+    config = _config(home, streams, dtype, runner)
     cmd = [sys.executable, "-m", "infergate", "--config", str(config), "serve", "--port", str(port)]
     log = (home / "server.log").open("wb")
     proc = subprocess.Popen(cmd, env={**os.environ, "INFERGATE_HOME": str(home)}, stdout=log, stderr=log)
@@ -190,10 +194,11 @@ def _engine_in_process(loaded: Any, streams: int, new_tokens: int, stagger: floa
     from infergate.core.params import SamplingParams, StoppingParams
     from infergate.core.requests import GenerationRequest
     from infergate.engines.textgen.engine import TextGenEngine
+    from infergate.engines.textgen.runner import BatchRunner
 
     engine = TextGenEngine(
         "bench", "in-process", max_active=max(16, streams), max_waiting=4 * streams, kv_cache_mb=4096,
-        loader=lambda *_: loaded,
+        loader=lambda *_: BatchRunner(loaded),
     )  # fmt: skip
     engine.start()
 
@@ -256,10 +261,12 @@ def run(
     new_tokens: int,
     stagger: float,
     dtype: str,
+    runner: str,
     serial_requests: int,
     as_json: bool,
 ) -> int:
     from infergate.engines.textgen import baselines
+    from infergate.engines.textgen.choice import choose_runner
     from infergate.engines.textgen.loader import load_causal_lm
 
     def load() -> Any:
@@ -268,8 +275,10 @@ def run(
         return load_causal_lm(model or DEFAULT_SOURCE, None, dtype)
 
     prompts = _prompts(streams)
-    if device == "cpu" and not config_shape and not model:
-        levels = _engine_over_http(streams, new_tokens, stagger, dtype)
+    over_http = device == "cpu" and not config_shape and not model
+    runner = choose_runner(runner, DEFAULT_SOURCE) if over_http else "torch"
+    if over_http:
+        levels = _engine_over_http(streams, new_tokens, stagger, dtype, runner)
         loaded = load()
     else:
         levels = _engine_in_process(load(), streams, new_tokens, stagger)
@@ -287,10 +296,20 @@ def run(
         print(f"transformers continuous batching failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         continuous = float("nan")
     rows.append((f"transformers generate_batch, {streams}", streams, continuous, *(float("nan"),) * 3))
+    single = batched = baselines.Measure(0, 0.0)
+    if runner == "llama.cpp":
+        path = baselines.gguf_path(DEFAULT_SOURCE)
+        single = baselines.llamacpp_single(path, prompts[:serial_requests], new_tokens)
+        batched = baselines.llamacpp_batched(path, prompts, new_tokens)
+        rows.append((f"llama.cpp Llama(), one at a time ({serial_requests})", 1, single.tok_s, *(float("nan"),) * 3))
+        rows.append((f"llama.cpp batched decode, {streams}", streams, batched.tok_s, *(float("nan"),) * 3))
+        rows.append(("  the same, decode steps only", streams, batched.decode_tok_s, *(float("nan"),) * 3))
     bound = _bandwidth_bound(loaded)
     dtype_name = str(next(loaded.model.parameters()).dtype).removeprefix("torch.")
     what = config_shape or model or "SmolLM2-135M-Instruct (packaged GGUF)"
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, device {loaded.device}; model: {what}, {dtype_name}")
+    computes = "llama.cpp on the GGUF's own weights" if runner == "llama.cpp" else dtype_name
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, device {loaded.device}; model: {what}")
+    print(f"engine: {runner} runner ({computes}); transformers baselines in {dtype_name}")
     print(f"{new_tokens} new tokens per request, arrivals {stagger}s apart")
     print(f"{'how':<40}{'streams':>8}{'tok/s':>10}{'TTFT p50':>10}{'TTFT p95':>10}{'RSS MB':>9}")
     for name, n, tok_s, p50, p95, rss in rows:
@@ -300,6 +319,9 @@ def run(
         print(f"bandwidth bound: {bound:,.0f} steps/s; engine at {streams} streams: "
               f"{full.tok_s / streams / bound:.1%} of it per stream")  # fmt: skip
     print(f"engine at {streams} streams / static batch: {full.tok_s / static.tok_s:.2f}x")
+    if runner == "llama.cpp":
+        print(f"engine, 1 stream / llama.cpp one at a time: {levels[0].tok_s / single.tok_s:.0%}; engine at "
+              f"{streams} streams / llama.cpp batched decode: {full.tok_s / batched.tok_s:.0%}")  # fmt: skip
     if as_json:
         print(json.dumps({
             "device": loaded.device, "dtype": dtype_name, "model": what, "streams": streams,
@@ -307,5 +329,7 @@ def run(
             "engine_levels": {lv.streams: lv.tok_s for lv in levels}, "hf_serial_tok_s": serial.tok_s,
             "hf_static_tok_s": static.tok_s, "hf_continuous_tok_s": continuous, "ttft_p50_s": full.ttft_q(0.5),
             "ttft_p95_s": full.ttft_q(0.95), "rss_mb": full.rss_mb, "bandwidth_bound_steps_s": bound,
+            "runner": runner, "llamacpp_single_tok_s": single.tok_s, "llamacpp_batched_tok_s": batched.tok_s,
+            "llamacpp_batched_decode_tok_s": batched.decode_tok_s,
         }))  # fmt: skip
     return 0

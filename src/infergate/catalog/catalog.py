@@ -7,7 +7,12 @@ from dataclasses import dataclass
 
 from infergate.core.errors import ModelNotFoundError
 
-__all__ = ["Catalog", "ModelSpec"]
+__all__ = ["Catalog", "ModelSpec", "is_gguf_source"]
+
+
+def is_gguf_source(source: str) -> bool:
+    """Whether a catalog ``source`` names a GGUF file (by its name: nothing is read or assembled)."""
+    return source.endswith(".gguf") or source.startswith("assemble:")
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,6 +83,8 @@ class TextGenerator(ModelEngine, Protocol):
     It raises core.errors (ValidationError for prompts that do not fit, OverloadedError, ModelLoadingError...).
     """
 
+    runner: str  # what computes the tokens: "torch" or "llama.cpp"
+
     def limits(self) -> ModelLimits: ...
 
     def generate(self, request: GenerationRequest) -> AsyncGenerator[PromptInfo | StepEvent, None]: ...

@@ -14,7 +14,17 @@ import torch
 
 from infergate.engines.textgen.loader import LoadedModel
 
-__all__ = ["SHAPES", "Measure", "hf_continuous", "hf_serial", "hf_static", "random_model"]
+__all__ = [
+    "SHAPES",
+    "Measure",
+    "gguf_path",
+    "hf_continuous",
+    "hf_serial",
+    "hf_static",
+    "llamacpp_batched",
+    "llamacpp_single",
+    "random_model",
+]
 
 # Model shapes for machines without the packaged model (a GPU host): random weights, the real sizes.
 SHAPES: dict[str, dict[str, Any]] = {
@@ -34,6 +44,7 @@ class Measure:
     tokens: int
     seconds: float
     peak_mb: float = 0.0
+    decode_tok_s: float = 0.0  # tokens/s of the decode steps alone, where prefill is timed apart
 
     @property
     def tok_s(self) -> float:
@@ -120,3 +131,87 @@ def hf_continuous(loaded: LoadedModel, prompts: list[str], new_tokens: int) -> M
     _sync(loaded.device)
     total = sum(len(r.generated_tokens) for r in results.values())
     return Measure(total, time.perf_counter() - start)
+
+
+# -- llama.cpp's own ways of running a GGUF (the yardsticks of the llama.cpp runner) ---------------------------
+def gguf_path(source: str) -> str:
+    import os
+
+    from infergate.engines.sources import resolve_source
+
+    location, kwargs = resolve_source(source)
+    return os.path.join(location, kwargs["gguf_file"])
+
+
+def llamacpp_single(path: str, prompts: list[str], new_tokens: int, threads: int | None = None) -> Measure:
+    """llama-cpp-python's ``Llama`` completing one prompt after another, greedy (its usual single-user path)."""
+    import os
+
+    from llama_cpp import Llama
+
+    threads = threads or len(os.sched_getaffinity(0))
+    llm = Llama(path, n_ctx=2048, n_threads=threads, flash_attn=True, verbose=False)  # as llama.cpp's CPU default
+    llm(prompts[0], max_tokens=4, temperature=0.0)  # warm-up
+    total = 0
+    start = time.perf_counter()
+    for prompt in prompts:
+        out = llm(prompt, max_tokens=new_tokens, temperature=0.0, top_k=1, repeat_penalty=1.0, stop=[])
+        total += out["usage"]["completion_tokens"]  # type: ignore[index]
+    seconds = time.perf_counter() - start
+    llm.close()
+    return Measure(total, seconds)
+
+
+def llamacpp_batched(path: str, prompts: list[str], new_tokens: int, threads: int | None = None) -> Measure:
+    """llama.cpp's batched decode (its ``batched`` example): every prompt in one ``llama_decode``, then one
+    token per sequence per ``llama_decode``, greedy."""
+    import os
+
+    import llama_cpp as lc
+    import numpy as np
+
+    lc.llama_backend_init()
+    model = lc.llama_model_load_from_file(path.encode(), lc.llama_model_default_params())
+    vocab = lc.llama_model_get_vocab(model)
+    n_vocab = lc.llama_vocab_n_tokens(vocab)
+    encoded = []
+    for prompt in prompts:
+        data = prompt.encode()
+        buf = (lc.llama_token * (len(data) + 8))()
+        n = lc.llama_tokenize(vocab, data, len(data), buf, len(buf), True, True)
+        encoded.append(list(buf[:n]))
+    params = lc.llama_context_default_params()
+    params.n_ctx = sum(len(ids) for ids in encoded) + len(prompts) * new_tokens + 256
+    params.n_batch = params.n_ubatch = max(512, sum(len(ids) for ids in encoded))
+    params.n_seq_max = len(prompts)
+    params.n_threads = params.n_threads_batch = threads or len(os.sched_getaffinity(0))
+    params.kv_unified = True
+    params.no_perf = True
+    ctx = lc.llama_init_from_model(model, params)
+    batch = lc.llama_batch_init(params.n_batch, 0, 1)
+
+    def decode(items: list[tuple[int, int, int, bool]]) -> list[int]:
+        for k, (seq, token, pos, want) in enumerate(items):
+            batch.token[k], batch.pos[k], batch.n_seq_id[k], batch.logits[k] = token, pos, 1, want
+            batch.seq_id[k][0] = seq
+        batch.n_tokens = len(items)
+        if lc.llama_decode(ctx, batch) != 0:
+            raise RuntimeError("llama_decode failed")
+        wanted = sum(1 for *_, want in items if want)
+        logits = np.ctypeslib.as_array(lc.llama_get_logits(ctx), shape=(wanted, n_vocab))
+        return [int(i) for i in logits.argmax(axis=1)]
+
+    try:
+        start = time.perf_counter()
+        items = [(s, t, p, p == len(ids) - 1) for s, ids in enumerate(encoded) for p, t in enumerate(ids)]
+        last = decode(items)
+        prefilled = time.perf_counter()
+        for step in range(new_tokens - 1):
+            last = decode([(s, last[s], len(ids) + step, True) for s, ids in enumerate(encoded)])
+        end = time.perf_counter()
+    finally:
+        lc.llama_batch_free(batch)
+        lc.llama_free(ctx)
+        lc.llama_model_free(model)
+    tokens = new_tokens * len(prompts)
+    return Measure(tokens, end - start, decode_tok_s=len(prompts) * (new_tokens - 1) / (end - prefilled))

@@ -31,11 +31,11 @@ from infergate.core.outputs import PromptInfo, StepEvent
 from infergate.core.requests import GenerationRequest
 from infergate.core.tasks import TEXT_GENERATION
 from infergate.engines.lifecycle import ModelLoad
-from infergate.engines.memory import module_bytes, return_freed_memory
+from infergate.engines.memory import return_freed_memory
 from infergate.engines.pool import ModelPool
 from infergate.engines.textgen import infill
-from infergate.engines.textgen.loader import LoadedModel, load_causal_lm
-from infergate.engines.textgen.runner import BatchRunner, RowInput
+from infergate.engines.textgen.choice import RunnerLoader, choose_runner, runner_loader
+from infergate.engines.textgen.rows import ModelRunner, RowInput
 from infergate.engines.textgen.sequence import Sequence, Vocabulary
 
 __all__ = ["TextGenEngine"]
@@ -66,13 +66,17 @@ class TextGenEngine:
         dtype: str = "auto",
         kv_cache_mb: int = 512,
         prefill_chunk: int = 128,
-        loader: Any = load_causal_lm,
+        loader: RunnerLoader | None = None,
         pool: ModelPool | None = None,
         infill_format: str = "auto",
+        runner: str = "auto",
     ) -> None:
         self.model_id = model_id
         self.source = source
         self.compute_type = "cpu"
+        # "torch" or "llama.cpp": decided before loading (GGUF on a CPU-only machine -> llama.cpp), shown in
+        # GET /v1/models; a catalog entry may insist on one.
+        self.runner = choose_runner(runner, source) if loader is None else "torch"
         self.last_used = 0.0
         self._max_active = max_active
         self._max_waiting = max_waiting
@@ -82,10 +86,9 @@ class TextGenEngine:
         self._dtype = dtype
         self._kv_cache_bytes = kv_cache_mb * 1024 * 1024
         self._prefill_chunk = prefill_chunk
-        self._loader = loader
+        self._loader = loader or runner_loader(self.runner)
         self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S, pool, self)
-        self._loaded: LoadedModel | None = None
-        self._runner: BatchRunner | None = None
+        self._runner: ModelRunner | None = None
         self._vocab: Vocabulary | None = None
         self._infill: infill.InfillFormat | None = None
         self._infill_setting = infill_format
@@ -120,23 +123,28 @@ class TextGenEngine:
     def unload(self, reason: str | None = None) -> None:
         """Free the model (the memory pool calls this only when no sequence runs or waits)."""
         with self._cond:
-            self._loaded = self._runner = self._vocab = None
+            if self._runner is not None:
+                self._runner.close()
+            self._runner = self._vocab = None
             self._life.unloaded(reason)
         return_freed_memory()
 
     def memory_bytes(self) -> int:
         """The weights, plus the KV cache budget the sequences may fill."""
-        loaded = self._loaded
-        return module_bytes(loaded.model) + self._kv_cache_bytes if loaded is not None else 0
+        runner = self._runner
+        return runner.weight_bytes() + self._kv_cache_bytes if runner is not None else 0
 
     def _load(self) -> str:
-        loaded = self._loader(self.source, self._threads, self._dtype)
-        self._install(loaded)
-        return str(loaded.device)
+        runner = self._loader(self.source, self._threads, self._dtype, self._max_active)
+        try:
+            self._install(runner)
+        except BaseException:
+            runner.close()
+            raise
+        return f"{runner.device}, {runner.name}"
 
-    def _install(self, loaded: LoadedModel) -> None:
-        tok, config = loaded.tokenizer, loaded.model.config
-        runner = BatchRunner(loaded)
+    def _install(self, runner: ModelRunner) -> None:
+        tok = runner.tokenizer
         self._budget_tokens = self._kv_cache_bytes // runner.cache.bytes_per_token
         # One sequence must always fit in the cache on its own, so the context is what the budget holds.
         fits = _round_up(self._budget_tokens - _CAPACITY_STEP, _CAPACITY_STEP) - _CAPACITY_STEP
@@ -145,25 +153,21 @@ class TextGenEngine:
                 f"engine.kv_cache_mb ({self._kv_cache_bytes >> 20}) holds only {self._budget_tokens} tokens of "
                 f"{self.model_id}; raise it to at least {(512 * runner.cache.bytes_per_token >> 20) + 1}"
             )
-        total = self._max_total_override or getattr(config, "max_position_embeddings", None) or 2048
+        total = self._max_total_override or runner.context_length or 2048
         total = min(total, fits)
         self._limits = ModelLimits(max_total_tokens=total, max_input_tokens=total - 1)
-        eos = loaded.model.generation_config.eos_token_id
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if tok.eos_token_id is not None:
-            eos_ids.add(tok.eos_token_id)
+        eos_ids = set(runner.eos_ids)
         vocabulary = tok.get_vocab()
         self._infill = infill.choose(self._infill_setting, vocabulary)
         if self._infill is not None and self._infill.end in vocabulary:
             eos_ids.add(vocabulary[self._infill.end])  # Code Llama's <EOT> ends an infill
         self._vocab = Vocabulary(
             tokenizer=tok,
-            size=loaded.model.get_output_embeddings().weight.shape[0],
+            size=runner.vocab_size,
             special_ids=frozenset(tok.all_special_ids),
             eos_ids=frozenset(eos_ids),
         )
-        self.compute_type = "gpu" if loaded.device == "cuda" else "cpu"
-        self._loaded = loaded
+        self.compute_type = "gpu" if runner.device == "cuda" else "cpu"
         self._runner = runner
 
     # -- queries -----------------------------------------------------------------------------------------
@@ -180,10 +184,10 @@ class TextGenEngine:
         await self._life.wait(timeout)
         self._check_ready()
 
-    def _check_ready(self) -> LoadedModel:
-        loaded = self._life.require(self._loaded, self._stopping)
+    def _check_ready(self) -> ModelRunner:
+        runner = self._life.require(self._runner, self._stopping)
         self.last_used = time.monotonic()
-        return loaded
+        return runner
 
     # -- tokenizer services ------------------------------------------------------------------------------
     async def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
@@ -378,6 +382,7 @@ class TextGenEngine:
         for seq in sorted(set(leaving), key=lambda s: -s.row):
             if seq.row < 0:
                 continue
+            self._runner.cache.release(seq.row)
             last = self._rows.pop()
             if last is not seq:
                 self._runner.cache.move_row(last.row, seq.row, last.cached)

@@ -108,6 +108,9 @@ class SlotCache:
             self.k[layer][dst, :, :length] = self.k[layer][src, :, :length]
             self.v[layer][dst, :, :length] = self.v[layer][src, :, :length]
 
+    def release(self, row: int) -> None:
+        """Nothing to do: a row's next sequence writes its positions afresh and the mask hides the rest."""
+
     @property
     def trash(self) -> int:
         return self.capacity

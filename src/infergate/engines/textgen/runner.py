@@ -1,4 +1,4 @@
-"""BatchRunner: the only place that calls the model's forward pass.
+"""BatchRunner: transformers models on PyTorch, the engine's runner for everything but GGUF on a CPU.
 
 One call runs a contiguous range of cache rows, each with its own tokens (left-padded to the longest):
 a decode step is every running row with one token; a prefill step is a chunk of one or more prompts. The
@@ -8,36 +8,42 @@ values land in each sequence's row of the :class:`SlotCache` and nothing is copi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from transformers import AttentionInterface
 
+from infergate.engines.memory import module_bytes
 from infergate.engines.textgen.kvslots import ATTENTION_NAME, Batch, SlotCache, slot_attention
-from infergate.engines.textgen.loader import LoadedModel
+from infergate.engines.textgen.loader import LoadedModel, load_causal_lm
 from infergate.engines.textgen.packed import pack_linears
+from infergate.engines.textgen.rows import RowInput
 
-__all__ = ["BatchRunner", "RowInput"]
+__all__ = ["BatchRunner", "load_torch_runner"]
 
 AttentionInterface.register(ATTENTION_NAME, slot_attention)
 
 
-@dataclass(frozen=True, slots=True)
-class RowInput:
-    """One row of a forward: feed ``tokens`` at positions ``start ..``; ``all_logits`` keeps every position's."""
-
-    tokens: list[int]
-    start: int
-    all_logits: bool = False
+def load_torch_runner(source: str, threads: int | None, dtype: str, max_rows: int) -> BatchRunner:
+    return BatchRunner(load_causal_lm(source, threads, dtype))
 
 
 class BatchRunner:
+    name = "torch"
+
     def __init__(self, loaded: LoadedModel) -> None:
         self.model = loaded.model
         self.device = loaded.device
+        self.tokenizer = loaded.tokenizer
         config = self.model.config
         text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        self.context_length: int | None = getattr(text, "max_position_embeddings", None)
+        self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        eos = self.model.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if self.tokenizer.eos_token_id is not None:
+            eos_ids.add(self.tokenizer.eos_token_id)
+        self.eos_ids = frozenset(eos_ids)
         heads = text.num_attention_heads
         head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
         kv_heads = getattr(text, "num_key_value_heads", None) or heads
@@ -49,6 +55,13 @@ class BatchRunner:
         # A decode step never runs fewer rows than this: a lone row takes other matrix kernels than a batch
         # (packed float32 and plain bfloat16 alike), and its greedy text would then depend on being alone.
         self.min_rows = 2
+
+    def weight_bytes(self) -> int:
+        return module_bytes(self.model)
+
+    def close(self) -> None:
+        self.cache.resize(0, 0, 0, 0)
+        self.model = None
 
     @torch.inference_mode()
     def forward(self, first: int, rows: list[RowInput | None]) -> list[torch.Tensor | None]:

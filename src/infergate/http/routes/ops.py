@@ -114,6 +114,7 @@ async def models(request: Request) -> dict[str, Any]:
                 "state": engine.state().status if engine else "unsupported",
                 "memory_mb": round(engine.memory_bytes() / 2**20, 1) if engine else 0.0,
                 "infill": engine.infill_format() if isinstance(engine, TextGenerator) else None,
+                "runner": engine.runner if isinstance(engine, TextGenerator) else None,
             }
         )
     return {"object": "list", "data": data}

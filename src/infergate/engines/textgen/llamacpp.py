@@ -1,0 +1,387 @@
+"""LlamaCppRunner: GGUF models on llama.cpp, through llama-cpp-python's low-level bindings, under our engine.
+
+llama.cpp computes on the GGUF's quantized weights as they are (the PyTorch runner dequantizes them to
+float32 or bfloat16), which is what makes it the fastest way to serve such a model on a CPU. The engine's
+scheduler, sampling, stop handling and detokenization stay the same; this runner only turns "these tokens for
+these rows" into logits with ``llama_decode`` and keeps each row's KV cache as a llama.cpp sequence.
+
+The KV cache is llama.cpp's per-sequence one (``kv_unified = false``): each sequence id has a stream of
+cells of its own, so a sequence's keys always sit in position order. (In the unified cache a sequence's new
+token may land in a hole another sequence left, and the CPU flash-attention kernel, which sums in cell order
+at half precision, then gives the same request other logprobs in a batch than alone: up to 0.2 here.) The
+engine's rows x capacity maps onto it directly: rows are sequence ids (a permutation, so moving a row is a
+relabelling, not a copy), and capacity is each stream's length (llama.cpp rounds it up to 256). A row's
+cells are freed with ``llama_memory_seq_rm`` the moment its sequence leaves. There is one stream per row the
+engine may run (``max_active``: a saved sequence only loads into a context with as many streams), each 256
+positions long at first; when the engine needs longer rows, a context with longer streams is made and each
+running sequence's cache is carried over with ``llama_state_seq_get_data``/``set_data`` (no recompute).
+Once the engine is idle, a grown context is replaced by a short one, so memory follows the load.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as lc
+import numpy as np
+import torch
+
+from infergate.engines.sources import resolve_source
+from infergate.engines.textgen.rows import RowInput
+
+__all__ = ["LlamaCppRunner", "load_llamacpp_runner"]
+
+log = logging.getLogger(__name__)
+
+_STREAM_STEP = 256  # llama.cpp's granularity of a sequence's stream, and the idle length
+_BATCH = 512  # tokens per llama_decode call (llama.cpp's default); longer forwards run in pieces
+_MAX_SEQS = 256  # llama.cpp's LLAMA_MAX_SEQ
+_BYTES_F16 = 2  # the KV cache's element size (llama.cpp's default, f16)
+_FLASH_ATTN_ENABLED = 1  # llama_flash_attn_type
+_GGML_LOG_LEVEL_ERROR = 4  # ggml_log_level (not exported by llama-cpp-python)
+# Some of what the protocols send: chat markers, accents, CJK, digits, spaces. The transformers tokenizer the
+# protocols use and llama.cpp's own must split it the same way, or token counts and stop handling drift.
+_PROBE = "<|im_start|>user\nHello, World!  Ünïcödé 日本語 12345 \t code() {}<|im_end|>\n"
+
+
+def load_llamacpp_runner(source: str, threads: int | None, dtype: str, max_rows: int) -> LlamaCppRunner:
+    """The catalog ``source`` (a GGUF) on llama.cpp, with the transformers tokenizer read from the same file."""
+    location, kwargs = resolve_source(source)
+    if "gguf_file" not in kwargs:
+        raise ValueError(f'{source} is not a GGUF file; llama.cpp serves GGUF models only (set runner = "torch")')
+    path = os.path.join(location, kwargs["gguf_file"])
+    runner = LlamaCppRunner(path, threads, max_rows)
+    try:
+        runner.tokenizer = gguf_tokenizer(path)
+        runner.check_tokenizer()
+    except BaseException:
+        runner.close()
+        raise
+    return runner
+
+
+def gguf_tokenizer(path: str) -> Any:
+    """The transformers tokenizer of a GGUF (vocabulary, merges, special tokens, chat template).
+
+    transformers builds it from the GGUF's metadata in 5 s and leaves ~90 MB of Python objects behind; so it is
+    built once per file in a child process and kept as a ``tokenizer.json`` under the user's cache directory
+    (keyed by the file's path, size and time), which loads in 0.3 s.
+    """
+    from transformers import AutoTokenizer
+
+    stat = os.stat(path)
+    key = hashlib.sha256(f"{os.path.realpath(path)}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "infergate" / "tokenizers" / key
+    if not (cache / "tokenizer.json").exists():
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            scratch = tempfile.mkdtemp(dir=cache.parent)
+            try:
+                _convert_in_child(path, scratch)
+                os.replace(scratch, cache)  # whole or not at all: another process may be reading it
+            except OSError:
+                if not (cache / "tokenizer.json").exists():  # not a twin process that got there first
+                    raise
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+        except OSError as exc:  # no writable cache directory: build it here, every time
+            log.info("tokenizer cache unavailable (%s); converting %s in process", exc, path)
+            return AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path))
+    return AutoTokenizer.from_pretrained(cache)
+
+
+_CONVERT = """
+import os, sys
+from transformers import AutoTokenizer
+path, out = sys.argv[1], sys.argv[2]
+AutoTokenizer.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path)).save_pretrained(out)
+"""
+
+
+def _convert_in_child(path: str, out: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _CONVERT, path, out], capture_output=True, text=True, timeout=600, check=False
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ValueError(f"transformers could not read the tokenizer of {path}: {last}")
+
+
+class _Logs:
+    """llama.cpp's log lines go to Python logging (debug), and its latest errors are kept for our messages."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self._callback = lc.llama_log_callback(self._log)  # kept alive: llama.cpp holds the pointer
+        lc.llama_log_set(self._callback, ctypes.c_void_p(0))
+
+    def _log(self, level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        line = text.decode("utf-8", errors="replace").rstrip()
+        if level == _GGML_LOG_LEVEL_ERROR and line:
+            self.errors = [*self.errors[-4:], line]
+        log.debug("llama.cpp: %s", line)
+
+    def take(self) -> str:
+        found, self.errors = "; ".join(self.errors), []
+        return found
+
+
+_logs: _Logs | None = None
+_init_lock = threading.Lock()
+
+
+def _backend() -> _Logs:
+    global _logs
+    with _init_lock:
+        if _logs is None:
+            lc.llama_backend_init()
+            _logs = _Logs()
+        return _logs
+
+
+class _Cache:
+    """The engine's view (rows x capacity) of llama.cpp's cell pool; see the module's docstring."""
+
+    def __init__(self, runner: LlamaCppRunner, bytes_per_token: int) -> None:
+        self._runner = runner
+        self._bytes_per_token = bytes_per_token
+        self.rows = 0
+        self.capacity = 0
+
+    @property
+    def bytes_per_token(self) -> int:
+        return self._bytes_per_token
+
+    def resize(self, rows: int, capacity: int, keep: int, keep_len: int) -> None:
+        self.rows, self.capacity = rows, capacity
+        if rows == 0:
+            self._runner.idle()
+        else:
+            self._runner.reserve(rows, capacity)
+
+    def move_row(self, src: int, dst: int, length: int) -> None:
+        self._runner.move(src, dst)
+
+    def release(self, row: int) -> None:
+        self._runner.forget(row)
+
+
+class LlamaCppRunner:
+    name = "llama.cpp"
+    device = "cpu"
+    min_rows = 1  # llama.cpp computes each row the same way in any batch size: no padding needed
+
+    def __init__(self, path: str, threads: int | None, max_rows: int) -> None:
+        logs = _backend()
+        params = lc.llama_model_default_params()
+        params.n_gpu_layers = 0
+        model = lc.llama_model_load_from_file(path.encode(), params)
+        if not model:
+            why = logs.take() or "see the server log"
+            raise ValueError(
+                f"llama.cpp could not load {path} ({why}); check that the file is a whole, valid GGUF "
+                '(download it again), or serve it with runner = "torch"'
+            )
+        self._model = model
+        self._ctx: Any = None
+        self._batch: Any = None
+        self.tokenizer: Any = None
+        vocab = lc.llama_model_get_vocab(model)
+        self._vocab = vocab
+        self.vocab_size = int(lc.llama_vocab_n_tokens(vocab))
+        # llama.cpp's end-of-generation set: EOS, EOT and template ends such as <|im_end|>.
+        self.eos_ids = frozenset(i for i in range(self.vocab_size) if lc.llama_vocab_is_eog(vocab, i))
+        self.context_length: int | None = int(lc.llama_model_n_ctx_train(model)) or None
+        self._threads = threads or len(os.sched_getaffinity(0))
+        layers = int(lc.llama_model_n_layer(model))
+        heads = int(lc.llama_model_n_head(model))
+        kv_heads = int(lc.llama_model_n_head_kv(model)) or heads
+        head_k = self._meta_int("attention.key_length") or int(lc.llama_model_n_embd(model)) // heads
+        head_v = self._meta_int("attention.value_length") or head_k
+        self.cache = _Cache(self, layers * kv_heads * (head_k + head_v) * _BYTES_F16)
+        if not 1 <= max_rows <= _MAX_SEQS:
+            raise ValueError(f"llama.cpp runs at most {_MAX_SEQS} sequences together; set engine.max_active lower")
+        self._seqs = max_rows  # sequence ids (streams) in the context
+        self._stream = 0  # positions per sequence
+        self._seq_of = list(range(max_rows))  # row -> llama.cpp sequence id (a permutation)
+        self._held: dict[int, int] = {}  # sequence id -> positions it holds
+        self._new_context(_STREAM_STEP, [])
+
+    def _meta_int(self, key: str) -> int:
+        arch = self._meta_str("general.architecture")
+        value = self._meta_str(f"{arch}.{key}")
+        return int(value) if value.isdigit() else 0
+
+    def _meta_str(self, key: str) -> str:
+        buf = ctypes.create_string_buffer(256)
+        n = lc.llama_model_meta_val_str(self._model, key.encode(), buf, len(buf))
+        return buf.value.decode() if n >= 0 else ""
+
+    def check_tokenizer(self) -> None:
+        """Refuse a transformers tokenizer that splits text differently from llama.cpp's own."""
+        for special in (False, True):
+            ours = list(self.tokenizer(_PROBE, add_special_tokens=special).input_ids)
+            theirs = self.tokenize(_PROBE, special)
+            if ours != theirs:
+                raise ValueError(
+                    f"the tokenizer transformers reads from this GGUF splits text differently from llama.cpp's "
+                    f'({ours[:12]}... vs {theirs[:12]}...); serve the model with runner = "torch"'
+                )
+
+    def tokenize(self, text: str, add_special: bool) -> list[int]:
+        data = text.encode()
+        room = len(data) + 8
+        buf = (lc.llama_token * room)()
+        n = lc.llama_tokenize(self._vocab, data, len(data), buf, room, add_special, True)
+        return list(buf[:n])
+
+    # -- the context and its cell pool --------------------------------------------------------------------
+    def _new_context(self, stream: int, carried: list[tuple[int, Any]]) -> None:
+        seqs = self._seqs
+        params = lc.llama_context_default_params()
+        params.n_ctx = seqs * stream
+        params.n_batch = params.n_ubatch = _BATCH
+        params.n_seq_max = seqs
+        params.n_threads = params.n_threads_batch = self._threads
+        params.kv_unified = False  # a stream per sequence: see the module's docstring
+        # llama.cpp's own default on a CPU ("auto" picks it), set so that it never changes under us: without it,
+        # a row's logits change with the number of cells in the batch's view (up to 0.9 here).
+        params.flash_attn_type = _FLASH_ATTN_ENABLED
+        params.no_perf = True
+        ctx = lc.llama_init_from_model(self._model, params)
+        if not ctx:
+            raise MemoryError(
+                f"llama.cpp could not make a context of {seqs} x {stream} positions "
+                f"({_logs.take() if _logs else ''}); lower engine.kv_cache_mb or engine.max_active"
+            )
+        if self._ctx is not None:
+            lc.llama_free(self._ctx)
+        self._ctx, self._stream = ctx, int(lc.llama_n_ctx_seq(ctx))
+        for seq, state in carried:
+            if lc.llama_state_seq_set_data(ctx, state, len(state), seq) == 0:
+                why = _logs.take() if _logs else ""
+                raise RuntimeError(f"llama.cpp could not restore sequence {seq} into the grown context: {why}")
+        if self._batch is None:
+            self._batch = lc.llama_batch_init(_BATCH, 0, 1)
+
+    def reserve(self, rows: int, length: int) -> None:
+        """Room for ``rows`` sequences of ``length`` positions each, every held position carried over."""
+        if rows > self._seqs:
+            raise RuntimeError(f"the engine asked for {rows} rows; this llama.cpp context runs {self._seqs}")
+        if length <= self._stream:
+            return
+        stream = -(-length // _STREAM_STEP) * _STREAM_STEP
+        carried = []
+        for seq, held in self._held.items():
+            if held:
+                size = lc.llama_state_seq_get_size(self._ctx, seq)
+                state = (ctypes.c_uint8 * size)()
+                lc.llama_state_seq_get_data(self._ctx, state, size, seq)
+                carried.append((seq, state))
+        log.debug("llama.cpp context: %d sequences of %d -> %d positions", self._seqs, self._stream, stream)
+        self._new_context(stream, carried)
+
+    def idle(self) -> None:
+        """No sequence runs: give a grown pool's memory back."""
+        self._held.clear()
+        if self._stream > _STREAM_STEP:
+            self._new_context(_STREAM_STEP, [])
+        else:
+            lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
+
+    def move(self, src: int, dst: int) -> None:
+        self._seq_of[src], self._seq_of[dst] = self._seq_of[dst], self._seq_of[src]
+
+    def forget(self, row: int) -> None:
+        seq = self._seq_of[row]
+        lc.llama_memory_seq_rm(lc.llama_get_memory(self._ctx), seq, -1, -1)
+        self._held.pop(seq, None)
+
+    def held_tokens(self) -> int:
+        """Positions the running sequences hold in the pool."""
+        return sum(self._held.values())
+
+    # -- the forward ----------------------------------------------------------------------------------------
+    def forward(self, first: int, rows: list[RowInput | None]) -> list[torch.Tensor | None]:
+        """Same contract as :meth:`BatchRunner.forward`; padding rows (None) are simply left out."""
+        work: list[tuple[int, int, int, bool]] = []  # (seq, token, position, wants logits)
+        shapes: list[tuple[int, int] | None] = []  # per row: (first output, outputs)
+        outputs = 0
+        after = dict(self._held)
+        for i, row in enumerate(rows):
+            if row is not None:
+                after[self._seq_of[first + i]] = row.start + len(row.tokens)
+        self.reserve(first + len(rows), max(after.values()))
+        memory = lc.llama_get_memory(self._ctx)
+        for i, row in enumerate(rows):
+            if row is None:
+                shapes.append(None)
+                continue
+            seq = self._seq_of[first + i]
+            if row.start == 0:
+                lc.llama_memory_seq_rm(memory, seq, -1, -1)  # a fresh sequence: nothing may linger in its id
+            n = len(row.tokens)
+            for j, token in enumerate(row.tokens):
+                work.append((seq, token, row.start + j, row.all_logits or j == n - 1))
+            count = n if row.all_logits else 1
+            shapes.append((outputs, count))
+            outputs += count
+        logits = np.empty((outputs, self.vocab_size), dtype=np.float32)
+        done = 0
+        for piece in range(0, len(work), _BATCH):
+            done += self._decode(work[piece : piece + _BATCH], logits[done:])
+        self._held = after
+        table = torch.from_numpy(logits)
+        result: list[torch.Tensor | None] = []
+        for row, shape in zip(rows, shapes, strict=True):
+            if row is None or shape is None:
+                result.append(None)
+            else:
+                start, count = shape
+                result.append(table[start : start + count] if row.all_logits else table[start])
+        return result
+
+    def _decode(self, work: list[tuple[int, int, int, bool]], out: np.ndarray[Any, Any]) -> int:
+        batch = self._batch
+        wanted = 0
+        for k, (seq, token, pos, want) in enumerate(work):
+            batch.token[k] = token
+            batch.pos[k] = pos
+            batch.n_seq_id[k] = 1
+            batch.seq_id[k][0] = seq
+            batch.logits[k] = want
+            wanted += want
+        batch.n_tokens = len(work)
+        status = lc.llama_decode(self._ctx, batch)
+        if status != 0:
+            why = {1: "no room left in the KV cache", 2: "aborted"}.get(status, f"error {status}")
+            raise RuntimeError(f"llama_decode failed: {why} {_logs.take() if _logs else ''}".strip())
+        if wanted:
+            view = np.ctypeslib.as_array(lc.llama_get_logits(self._ctx), shape=(wanted, self.vocab_size))
+            out[:wanted] = view
+        return wanted
+
+    # -- the rest of the protocol -------------------------------------------------------------------------
+    def weight_bytes(self) -> int:
+        return int(lc.llama_model_size(self._model)) if self._model else 0
+
+    def close(self) -> None:
+        if self._batch is not None:
+            lc.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx is not None:
+            lc.llama_free(self._ctx)
+            self._ctx = None
+        if self._model:
+            lc.llama_model_free(self._model)
+            self._model = None
