@@ -35,6 +35,7 @@ class EngineState:
 class EngineStats:
     active: int
     waiting: int
+    cached_tokens: int = 0  # positions the running sequences hold in the KV cache
 
 
 @dataclass(frozen=True, slots=True)

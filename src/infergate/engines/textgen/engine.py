@@ -98,6 +98,7 @@ class TextGenEngine:
         self._waiting: list[tuple[int, int, Sequence]] = []  # heap of (-priority, order, seq)
         self._rows: list[Sequence] = []  # admitted sequences; index = cache row
         self._stopping = False
+        self._cached_tokens = 0  # for the metrics, counted on the engine's thread after each step
         self._loop_thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -175,7 +176,7 @@ class TextGenEngine:
         return self._life.state()
 
     def stats(self) -> EngineStats:
-        return EngineStats(active=len(self._rows), waiting=len(self._waiting))
+        return EngineStats(active=len(self._rows), waiting=len(self._waiting), cached_tokens=self._cached_tokens)
 
     def limits(self) -> ModelLimits:
         return self._limits
@@ -293,6 +294,7 @@ class TextGenEngine:
             self._run(self._prefill_step)
             self._run(self._decode_step)
             self._trim()
+            self._count_cached()
         with self._cond:
             leftover = [s for _, _, s in self._waiting] + self._rows
             self._waiting.clear()
@@ -365,6 +367,11 @@ class TextGenEngine:
         needed = _round_up(max(s.cached for s in self._rows) + 1)
         if cache.capacity >= 4 * _CAPACITY_STEP and cache.capacity > 2 * needed:
             self._resize(cache.rows, 2 * needed)
+
+    def _count_cached(self) -> None:
+        assert self._runner is not None
+        held = self._runner.held_tokens()
+        self._cached_tokens = held if held is not None else sum(s.cached for s in self._rows)
 
     def _preempt(self) -> None:
         """Give the newest lowest-priority sequence's row back; it waits and recomputes later."""

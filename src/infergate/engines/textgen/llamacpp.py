@@ -308,8 +308,14 @@ class LlamaCppRunner:
         self._held.pop(seq, None)
 
     def held_tokens(self) -> int:
-        """Positions the running sequences hold in the pool."""
-        return sum(self._held.values())
+        """Positions llama.cpp holds for all sequences (its own count, not ours: it shows what was freed)."""
+        memory = lc.llama_get_memory(self._ctx)
+        total = 0
+        for seq in range(self._seqs):
+            last = lc.llama_memory_seq_pos_max(memory, seq)
+            if last >= 0:
+                total += last - lc.llama_memory_seq_pos_min(memory, seq) + 1
+        return total
 
     # -- the forward ----------------------------------------------------------------------------------------
     def forward(self, first: int, rows: list[RowInput | None]) -> list[torch.Tensor | None]:

@@ -62,5 +62,8 @@ class ModelRunner(Protocol):
 
     def weight_bytes(self) -> int: ...
 
+    def held_tokens(self) -> int | None:
+        """Positions the KV cache holds, as the library that keeps it says; None where only the engine knows."""
+
     def close(self) -> None:
         """Free the model (the engine drops the runner afterwards)."""

@@ -59,6 +59,9 @@ class BatchRunner:
     def weight_bytes(self) -> int:
         return module_bytes(self.model)
 
+    def held_tokens(self) -> int | None:
+        return None  # the slot cache has no lengths of its own: the engine's count is the truth
+
     def close(self) -> None:
         self.cache.resize(0, 0, 0, 0)
         self.model = None
