@@ -36,7 +36,7 @@ from infergate.engines.pool import ModelPool
 from infergate.engines.textgen import infill
 from infergate.engines.textgen.choice import RunnerLoader, choose_runner, runner_loader
 from infergate.engines.textgen.rows import ModelRunner, RowInput
-from infergate.engines.textgen.sequence import Sequence, Vocabulary
+from infergate.engines.textgen.sequence import Outbox, Sequence, Vocabulary
 
 __all__ = ["TextGenEngine"]
 
@@ -99,6 +99,7 @@ class TextGenEngine:
         self._rows: list[Sequence] = []  # admitted sequences; index = cache row
         self._stopping = False
         self._cached_tokens = 0  # for the metrics, counted on the engine's thread after each step
+        self._outbox = Outbox()  # filled and flushed by the step loop only
         self._loop_thread: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -235,7 +236,7 @@ class TextGenEngine:
             lambda: list(loaded.tokenizer(request.prompt, add_special_tokens=request.add_special_tokens).input_ids)
         )
         ids, max_new = self._fit(ids, request)
-        seq = Sequence(request, len(ids), ids, max_new, asyncio.get_running_loop(), asyncio.Queue())
+        seq = Sequence(request, len(ids), ids, max_new, asyncio.get_running_loop(), asyncio.Queue(), self._outbox)
         with self._cond:
             if self._stopping:
                 raise ShuttingDownError()
@@ -301,6 +302,7 @@ class TextGenEngine:
             self._rows.clear()
         for seq in leftover:
             seq.post(ShuttingDownError())
+        self._outbox.flush()
 
     def _run(self, step: Any) -> None:
         """Run one forward step; a failure ends the sequences it touched, never the engine."""
@@ -314,6 +316,8 @@ class TextGenEngine:
             for seq in involved:
                 seq.post(exc)
             self._remove(involved)
+        finally:
+            self._outbox.flush()
 
     def _admit(self) -> None:
         """Move waiting sequences into free rows, best first, while the cache budget has room (lock held)."""

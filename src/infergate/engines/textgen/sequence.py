@@ -22,7 +22,7 @@ from infergate.engines.textgen.detokenize import IncrementalDetokenizer
 from infergate.engines.textgen.sampling import TokenChooser
 from infergate.engines.textgen.stopping import StopMatcher
 
-__all__ = ["Sequence", "Vocabulary"]
+__all__ = ["Outbox", "Sequence", "Vocabulary"]
 
 _order = itertools.count()
 
@@ -40,6 +40,34 @@ class Vocabulary:
         return Token(token_id, self.tokenizer.decode([token_id]), logprob, token_id in self.special_ids)
 
 
+class Outbox:
+    """The events of one engine step, handed to the event loop in one wake-up rather than one per sequence
+    (each wake-up is a write to the loop's self-pipe and a GIL hand-over: 0.1-0.2 ms)."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[Sequence, object]] = []
+
+    def add(self, seq: Sequence, item: object) -> None:
+        self._items.append((seq, item))
+
+    def flush(self) -> None:
+        items, self._items = self._items, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Sequence, object]]] = {}
+        for seq, item in items:
+            by_loop.setdefault(seq.loop, []).append((seq, item))
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, batch)
+            except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
+                for seq, _ in batch:
+                    seq.cancelled = True
+
+
+def _deliver(batch: list[tuple[Sequence, object]]) -> None:
+    for seq, item in batch:
+        seq.mailbox.put_nowait(item)
+
+
 @dataclass(eq=False)
 class Sequence:
     """Touched by the step loop only, except ``cancelled`` (set by the request's side when it leaves)."""
@@ -50,6 +78,7 @@ class Sequence:
     max_new_tokens: int
     loop: asyncio.AbstractEventLoop
     mailbox: asyncio.Queue[Any]
+    outbox: Outbox | None = None  # where the engine collects a step's events; None: post each at once
     cancelled: bool = False
     cached: int = 0  # tokens[:cached] are in the KV cache
     row: int = -1  # the cache row it owns while admitted
@@ -75,6 +104,9 @@ class Sequence:
         return self.request.prefill_details and not self.started
 
     def post(self, item: object) -> None:
+        if self.outbox is not None:
+            self.outbox.add(self, item)
+            return
         try:
             self.loop.call_soon_threadsafe(self.mailbox.put_nowait, item)
         except RuntimeError:  # the event loop is gone (shutdown): nobody is listening any more
