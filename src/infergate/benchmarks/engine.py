@@ -140,7 +140,10 @@ async def _stream(client: httpx.AsyncClient, prompt: str, new_tokens: int) -> tu
     return first, time.perf_counter(), tokens
 
 
-async def _http_level(base: str, prompts: list[str], new_tokens: int, stagger: float, pid: int) -> Level:
+async def _http_level(
+    base: str, prompts: list[str], new_tokens: int, stagger: float, pid: int, rounds: int = 1, name: str = ""
+) -> Level:
+    """``len(prompts)`` clients, arriving ``stagger`` s apart, each sending ``rounds`` requests back to back."""
     peak = [0.0]
     done = threading.Event()
 
@@ -155,7 +158,11 @@ async def _http_level(base: str, prompts: list[str], new_tokens: int, stagger: f
 
         async def later(i: int, prompt: str) -> tuple[float, float, int]:
             await asyncio.sleep(i * stagger)
-            return await _stream(client, prompt, new_tokens)
+            first, end, tokens = await _stream(client, prompt, new_tokens)
+            for _ in range(rounds - 1):
+                _, end, more = await _stream(client, prompt, new_tokens)
+                tokens += more
+            return first, end, tokens
 
         start = time.perf_counter()
         results = await asyncio.gather(*(later(i, p) for i, p in enumerate(prompts)))
@@ -164,10 +171,14 @@ async def _http_level(base: str, prompts: list[str], new_tokens: int, stagger: f
     total = sum(n for _, _, n in results)
     wall = max(end for _, end, _ in results) - start
     ttft = [first for first, _, _ in results[1:]] if len(results) > 1 else [results[0][0]]
-    return Level(f"engine, {len(prompts)} stream(s)", len(prompts), total / wall, ttft, peak[0])
+    return Level(name or f"engine, {len(prompts)} stream(s)", len(prompts), total / wall, ttft, peak[0])
 
 
-def _engine_over_http(streams: int, new_tokens: int, stagger: float, dtype: str, runner: str) -> list[Level]:
+def _engine_over_http(
+    streams: int, new_tokens: int, stagger: float, dtype: str, runner: str, serial_requests: int
+) -> list[Level]:
+    """One client sending ``serial_requests`` one after another; N/4 and N clients arriving ``stagger`` s apart
+    (the TTFT of joining a running batch); N clients at once (the throughput llama.cpp's batched decode sees)."""
     home = Path(tempfile.mkdtemp(prefix="infergate-bench-"))
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -179,7 +190,12 @@ def _engine_over_http(streams: int, new_tokens: int, stagger: float, dtype: str,
         wait_healthy(proc, base, f"its log: {home / 'server.log'}")
         asyncio.run(_http_level(base, _prompts(2), 4, 0.0, proc.pid))  # warm-up
         prompts = _prompts(streams)
-        return [asyncio.run(_http_level(base, prompts[:n], new_tokens, stagger, proc.pid)) for n in _levels(streams)]
+        levels = [asyncio.run(_http_level(base, prompts[:1], new_tokens, 0.0, proc.pid, rounds=serial_requests))]
+        for n in _levels(streams)[1:]:
+            levels.append(asyncio.run(_http_level(base, prompts[:n], new_tokens, stagger, proc.pid)))
+        name = f"engine, {streams} streams at once"
+        levels.append(asyncio.run(_http_level(base, prompts, new_tokens, 0.0, proc.pid, name=name)))
+        return levels
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -278,7 +294,7 @@ def run(
     over_http = device == "cpu" and not config_shape and not model
     runner = choose_runner(runner, DEFAULT_SOURCE) if over_http else "torch"
     if over_http:
-        levels = _engine_over_http(streams, new_tokens, stagger, dtype, runner)
+        levels = _engine_over_http(streams, new_tokens, stagger, dtype, runner, serial_requests)
         loaded = load()
     else:
         levels = _engine_in_process(load(), streams, new_tokens, stagger)
@@ -310,25 +326,29 @@ def run(
     computes = "llama.cpp on the GGUF's own weights" if runner == "llama.cpp" else dtype_name
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, device {loaded.device}; model: {what}")
     print(f"engine: {runner} runner ({computes}); transformers baselines in {dtype_name}")
-    print(f"{new_tokens} new tokens per request, arrivals {stagger}s apart")
+    print(f"{new_tokens} new tokens per request; N/4 and N streams arrive {stagger}s apart (TTFT: joining a running "
+          "batch), 'at once' all together, as the baselines' batches")  # fmt: skip
     print(f"{'how':<40}{'streams':>8}{'tok/s':>10}{'TTFT p50':>10}{'TTFT p95':>10}{'RSS MB':>9}")
     for name, n, tok_s, p50, p95, rss in rows:
         print(f"{name:<40}{n:>8}{tok_s:>10.1f}{p50:>10.3f}{p95:>10.3f}{rss:>9.0f}".replace("nan", "  -"))
-    full = levels[-1]
+    full = next(lv for lv in reversed(levels) if lv.name == f"engine, {streams} stream(s)")  # staggered
+    burst = levels[-1]  # at once where measured, else the staggered level
+    rss = max(lv.rss_mb for lv in levels)
     if bound:
         print(f"bandwidth bound: {bound:,.0f} steps/s; engine at {streams} streams: "
-              f"{full.tok_s / streams / bound:.1%} of it per stream")  # fmt: skip
-    print(f"engine at {streams} streams / static batch: {full.tok_s / static.tok_s:.2f}x")
+              f"{burst.tok_s / streams / bound:.1%} of it per stream")  # fmt: skip
+    print(f"engine at {streams} streams / static batch: {burst.tok_s / static.tok_s:.2f}x")
     if runner == "llama.cpp":
-        print(f"engine, 1 stream / llama.cpp one at a time: {levels[0].tok_s / single.tok_s:.0%}; engine at "
-              f"{streams} streams / llama.cpp batched decode: {full.tok_s / batched.tok_s:.0%}")  # fmt: skip
+        print(f"engine, 1 stream / llama.cpp one at a time: {levels[0].tok_s / single.tok_s:.0%}; engine, "
+              f"{streams} at once / llama.cpp batched decode: {burst.tok_s / batched.tok_s:.0%}")  # fmt: skip
     if as_json:
         print(json.dumps({
             "device": loaded.device, "dtype": dtype_name, "model": what, "streams": streams,
             "new_tokens": new_tokens, "engine_tok_s": full.tok_s, "engine_1_tok_s": levels[0].tok_s,
-            "engine_levels": {lv.streams: lv.tok_s for lv in levels}, "hf_serial_tok_s": serial.tok_s,
+            "engine_at_once_tok_s": burst.tok_s, "engine_levels": {lv.name: lv.tok_s for lv in levels},
+            "hf_serial_tok_s": serial.tok_s,
             "hf_static_tok_s": static.tok_s, "hf_continuous_tok_s": continuous, "ttft_p50_s": full.ttft_q(0.5),
-            "ttft_p95_s": full.ttft_q(0.95), "rss_mb": full.rss_mb, "bandwidth_bound_steps_s": bound,
+            "ttft_p95_s": full.ttft_q(0.95), "rss_mb": rss, "bandwidth_bound_steps_s": bound,
             "runner": runner, "llamacpp_single_tok_s": single.tok_s, "llamacpp_batched_tok_s": batched.tok_s,
             "llamacpp_batched_decode_tok_s": batched.decode_tok_s,
         }))  # fmt: skip

@@ -292,8 +292,11 @@ class TextGenEngine:
                     break
                 self._remove(s for s in self._rows if s.cancelled)
                 self._admit()
-            self._run(self._prefill_step)
-            self._run(self._decode_step)
+            if self._runner is not None and self._runner.mixed_batches:
+                self._run(self._mixed_step)
+            else:
+                self._run(self._prefill_step)
+                self._run(self._decode_step)
             self._trim()
             self._count_cached()
         with self._cond:
@@ -408,18 +411,8 @@ class TextGenEngine:
         the same prompt is computed the same way alone or among others, so greedy output does not depend on
         what else is running (a padded batch of prompts would change the rounding of bfloat16 attention).
         """
-        assert self._runner is not None and self._vocab is not None
-        chunk = self._prefill_chunk
-        budget = chunk
-        chosen: list[tuple[Sequence, int]] = []
-        for seq in sorted(self._rows, key=lambda s: s.order):
-            if seq.started and seq.pending == 1:
-                continue  # decoding
-            n = min(seq.pending, chunk - seq.cached % chunk)
-            if chosen and n > budget:
-                break
-            chosen.append((seq, n))
-            budget -= n
+        assert self._runner is not None
+        chosen = self._prompt_chunks()
         if not chosen:
             return
         involved += [s for s, _ in chosen]
@@ -428,24 +421,15 @@ class TextGenEngine:
         for seq, n in chosen:
             if seq.row < 0:
                 continue  # preempted to make room
-            row = RowInput(seq.tokens[seq.cached : seq.cached + n], seq.cached, seq.wants_prompt_logprobs)
-            logits = self._runner.forward(seq.row, [row])[0]
-            assert logits is not None
-            if seq.wants_prompt_logprobs:
-                seq.record_prompt_logprobs(seq.cached, logits)
-                logits = logits[-1]
-            seq.cached += n
-            if seq.pending == 0:
-                if not seq.started:
-                    seq.begin(self._vocab)
-                if seq.advance(logits, self._vocab):
-                    finished.append(seq)
+            logits = self._runner.forward(seq.row, [self._prompt_row(seq, n)])[0]
+            if self._after_prompt_chunk(seq, n, logits):
+                finished.append(seq)
         self._remove(finished)
 
     def _decode_step(self, involved: list[Sequence]) -> None:
         """One token for every sequence that is decoding, in one batched forward."""
-        assert self._runner is not None and self._vocab is not None
-        ready = [s for s in self._rows if s.started and s.pending == 1 and not s.cancelled]
+        assert self._runner is not None
+        ready = self._decoding()
         if not ready:
             return
         involved += ready
@@ -461,11 +445,67 @@ class TextGenEngine:
         for seq in ready:
             inputs[seq.row - first] = RowInput([seq.tokens[-1]], seq.cached)
         outputs = self._runner.forward(first, inputs)
-        finished = []
+        self._remove([seq for seq in ready if self._after_token(seq, outputs[seq.row - first])])
+
+    def _mixed_step(self, involved: list[Sequence]) -> None:
+        """The prompt chunks and every decoding sequence's next token in one forward, for runners whose rows
+        are computed the same way in any company (llama.cpp): one pass over the weights instead of several."""
+        assert self._runner is not None
+        chosen, ready = self._prompt_chunks(), self._decoding()
+        if not chosen and not ready:
+            return
+        involved += [s for s, _ in chosen] + ready
+        self._reserve(max([s.cached + n for s, n in chosen] + [s.cached + 1 for s in ready]))
+        chosen = [(s, n) for s, n in chosen if s.row >= 0]
+        ready = [s for s in ready if s.row >= 0]
+        rows = [s.row for s, _ in chosen] + [s.row for s in ready]
+        first = min(rows)
+        inputs: list[RowInput | None] = [None] * (max(rows) - first + 1)
+        for seq, n in chosen:
+            inputs[seq.row - first] = self._prompt_row(seq, n)
         for seq in ready:
-            logits = outputs[seq.row - first]
-            assert logits is not None
-            seq.cached += 1
-            if seq.advance(logits, self._vocab):
-                finished.append(seq)
+            inputs[seq.row - first] = RowInput([seq.tokens[-1]], seq.cached)
+        outputs = self._runner.forward(first, inputs)
+        finished = [seq for seq, n in chosen if self._after_prompt_chunk(seq, n, outputs[seq.row - first])]
+        finished += [seq for seq in ready if self._after_token(seq, outputs[seq.row - first])]
         self._remove(finished)
+
+    def _prompt_chunks(self) -> list[tuple[Sequence, int]]:
+        """The sequences with prompt tokens to run this step, oldest first, and how many each, within the budget."""
+        chunk = self._prefill_chunk
+        budget = chunk
+        chosen: list[tuple[Sequence, int]] = []
+        for seq in sorted(self._rows, key=lambda s: s.order):
+            if seq.started and seq.pending == 1:
+                continue  # decoding
+            n = min(seq.pending, chunk - seq.cached % chunk)
+            if chosen and n > budget:
+                break
+            chosen.append((seq, n))
+            budget -= n
+        return chosen
+
+    def _decoding(self) -> list[Sequence]:
+        return [s for s in self._rows if s.started and s.pending == 1 and not s.cancelled]
+
+    @staticmethod
+    def _prompt_row(seq: Sequence, n: int) -> RowInput:
+        return RowInput(seq.tokens[seq.cached : seq.cached + n], seq.cached, seq.wants_prompt_logprobs)
+
+    def _after_prompt_chunk(self, seq: Sequence, n: int, logits: Any) -> bool:
+        """Record a prompt chunk's logits; at the prompt's end, the first token. True when the sequence ended."""
+        assert logits is not None and self._vocab is not None
+        if seq.wants_prompt_logprobs:
+            seq.record_prompt_logprobs(seq.cached, logits)
+            logits = logits[-1]
+        seq.cached += n
+        if seq.pending:
+            return False
+        if not seq.started:
+            seq.begin(self._vocab)
+        return seq.advance(logits, self._vocab)
+
+    def _after_token(self, seq: Sequence, logits: Any) -> bool:
+        assert logits is not None and self._vocab is not None
+        seq.cached += 1
+        return seq.advance(logits, self._vocab)

@@ -9,8 +9,10 @@ The KV cache is llama.cpp's per-sequence one (``kv_unified = false``): each sequ
 cells of its own, so a sequence's keys always sit in position order. (In the unified cache a sequence's new
 token may land in a hole another sequence left, and the CPU flash-attention kernel, which sums in cell order
 at half precision, then gives the same request other logprobs in a batch than alone: up to 0.2 here.) The
-engine's rows x capacity maps onto it directly: rows are sequence ids (a permutation, so moving a row is a
-relabelling, not a copy), and capacity is each stream's length (llama.cpp rounds it up to 256). A row's
+engine's rows x capacity maps onto it directly: row r is sequence id r (llama.cpp runs a batch in one pass
+only when its sequence ids are consecutive; a relabelling permutation halved the throughput every other
+batch), moving a row is ``llama_memory_seq_cp`` from one stream to the other, and capacity is each stream's
+length (llama.cpp rounds it up to 256). A row's
 cells are freed with ``llama_memory_seq_rm`` the moment its sequence leaves. There is one stream per row the
 engine may run (``max_active``: a saved sequence only loads into a context with as many streams), each 256
 positions long at first; when the engine needs longer rows, a context with longer streams is made and each
@@ -180,6 +182,7 @@ class LlamaCppRunner:
     name = "llama.cpp"
     device = "cpu"
     min_rows = 1  # llama.cpp computes each row the same way in any batch size: no padding needed
+    mixed_batches = True  # ... and beside other sequences' prompt chunks (tested: identical logits)
 
     def __init__(self, path: str, threads: int | None, max_rows: int) -> None:
         logs = _backend()
@@ -213,7 +216,6 @@ class LlamaCppRunner:
             raise ValueError(f"llama.cpp runs at most {_MAX_SEQS} sequences together; set engine.max_active lower")
         self._seqs = max_rows  # sequence ids (streams) in the context
         self._stream = 0  # positions per sequence
-        self._seq_of = list(range(max_rows))  # row -> llama.cpp sequence id (a permutation)
         self._held: dict[int, int] = {}  # sequence id -> positions it holds
         self._new_context(_STREAM_STEP, [])
 
@@ -300,12 +302,16 @@ class LlamaCppRunner:
             lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
 
     def move(self, src: int, dst: int) -> None:
-        self._seq_of[src], self._seq_of[dst] = self._seq_of[dst], self._seq_of[src]
+        """Row ``src``'s cache becomes row ``dst``'s (llama.cpp copies the stream before its next decode)."""
+        memory = lc.llama_get_memory(self._ctx)
+        lc.llama_memory_seq_cp(memory, src, dst, -1, -1)
+        lc.llama_memory_seq_rm(memory, src, -1, -1)
+        if src in self._held:
+            self._held[dst] = self._held.pop(src)
 
     def forget(self, row: int) -> None:
-        seq = self._seq_of[row]
-        lc.llama_memory_seq_rm(lc.llama_get_memory(self._ctx), seq, -1, -1)
-        self._held.pop(seq, None)
+        lc.llama_memory_seq_rm(lc.llama_get_memory(self._ctx), row, -1, -1)
+        self._held.pop(row, None)
 
     def held_tokens(self) -> int:
         """Positions llama.cpp holds for all sequences (its own count, not ours: it shows what was freed)."""
@@ -326,14 +332,14 @@ class LlamaCppRunner:
         after = dict(self._held)
         for i, row in enumerate(rows):
             if row is not None:
-                after[self._seq_of[first + i]] = row.start + len(row.tokens)
+                after[first + i] = row.start + len(row.tokens)
         self.reserve(first + len(rows), max(after.values()))
         memory = lc.llama_get_memory(self._ctx)
         for i, row in enumerate(rows):
             if row is None:
                 shapes.append(None)
                 continue
-            seq = self._seq_of[first + i]
+            seq = first + i
             if row.start == 0:
                 lc.llama_memory_seq_rm(memory, seq, -1, -1)  # a fresh sequence: nothing may linger in its id
             n = len(row.tokens)

@@ -51,6 +51,7 @@ class ModelRunner(Protocol):
     name: str  # "torch" or "llama.cpp", as the catalog names it
     tokenizer: Any  # a transformers tokenizer for the same vocabulary the runner decodes
     min_rows: int  # a decode step runs at least this many rows (padding rows produce no logits)
+    mixed_batches: bool  # prompt chunks and decode tokens may share a forward without changing any row's logits
     vocab_size: int  # width of the logits
     eos_ids: frozenset[int]
     context_length: int | None  # what the model was trained for, if it says
