@@ -214,7 +214,7 @@ def test_a_client_that_leaves_frees_its_cache_while_others_run(server: Server) -
     stop = threading.Event()
 
     def run_a() -> None:  # a long generation that keeps running beside B, read as it comes
-        body = {"inputs": a_prompt, "parameters": {"max_new_tokens": 3000, "ignore_eos": True}}
+        body = {"inputs": a_prompt, "parameters": {"max_new_tokens": 1200, "ignore_eos": True}}
         with httpx.stream("POST", f"{base}/generate_stream", json=body, timeout=120) as r:
             for line in r.iter_lines():
                 if line.startswith("data:"):
@@ -228,7 +228,7 @@ def test_a_client_that_leaves_frees_its_cache_while_others_run(server: Server) -
         deadline = time.monotonic() + 60
         while len(a_read) < 5 and time.monotonic() < deadline:
             time.sleep(0.05)
-        body = {"inputs": b_prompt, "parameters": {"max_new_tokens": 500}}
+        body = {"inputs": b_prompt, "parameters": {"max_new_tokens": 200}}
         with httpx.stream("POST", f"{base}/generate_stream", json=body, timeout=120) as r:
             next(line for line in r.iter_lines() if line.startswith("data:"))
             with_b = kv_tokens(server)
@@ -244,3 +244,17 @@ def test_a_client_that_leaves_frees_its_cache_while_others_run(server: Server) -
     finally:
         stop.set()
         a.join(30)
+
+
+def test_a_sequence_gets_its_share_of_the_kv_cache(server: Server) -> None:
+    # llama.cpp keeps max_active streams (16), all as long as the longest: 512 MB of float16 KV cache hold
+    # 23,301 positions of this model, 1,456 per stream, 1,280 in whole 256-position steps.
+    info = httpx.get(f"{server.base_url}/info", timeout=10).json()
+    assert info["max_total_tokens"] == 1280
+    r = httpx.post(
+        f"{server.base_url}/generate",
+        json={"inputs": "Hello", "parameters": {"max_new_tokens": 1300}},
+        timeout=30,
+    )
+    assert r.status_code == 422
+    assert "must be <= 1280" in r.json()["error"]

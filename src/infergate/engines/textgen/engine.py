@@ -148,12 +148,19 @@ class TextGenEngine:
     def _install(self, runner: ModelRunner) -> None:
         tok = runner.tokenizer
         self._budget_tokens = self._kv_cache_bytes // runner.cache.bytes_per_token
-        # One sequence must always fit in the cache on its own, so the context is what the budget holds.
-        fits = _round_up(self._budget_tokens - _CAPACITY_STEP, _CAPACITY_STEP) - _CAPACITY_STEP
+        if runner.uniform_rows:
+            # Every row is kept as long as the longest (llama.cpp's streams): a sequence gets its share.
+            fits = self._budget_tokens // self._max_active // 256 * 256
+            raise_to = (512 * self._max_active * runner.cache.bytes_per_token >> 20) + 1
+            lower = f", or lower engine.max_active ({self._max_active})"
+        else:
+            # One sequence must always fit in the cache on its own, so the context is what the budget holds.
+            fits = _round_up(self._budget_tokens - _CAPACITY_STEP, _CAPACITY_STEP) - _CAPACITY_STEP
+            raise_to, lower = (512 * runner.cache.bytes_per_token >> 20) + 1, ""
         if fits < 64:
             raise ValueError(
-                f"engine.kv_cache_mb ({self._kv_cache_bytes >> 20}) holds only {self._budget_tokens} tokens of "
-                f"{self.model_id}; raise it to at least {(512 * runner.cache.bytes_per_token >> 20) + 1}"
+                f"engine.kv_cache_mb ({self._kv_cache_bytes >> 20}) holds only {max(fits, 0)} tokens per sequence "
+                f"of {self.model_id}; raise it to at least {raise_to}{lower}"
             )
         total = self._max_total_override or runner.context_length or 2048
         total = min(total, fits)

@@ -11,13 +11,15 @@ token may land in a hole another sequence left, and the CPU flash-attention kern
 at half precision, then gives the same request other logprobs in a batch than alone: up to 0.2 here.) The
 engine's rows x capacity maps onto it directly: row r is sequence id r (llama.cpp runs a batch in one pass
 only when its sequence ids are consecutive; a relabelling permutation halved the throughput every other
-batch), moving a row is ``llama_memory_seq_cp`` from one stream to the other, and capacity is each stream's
-length (llama.cpp rounds it up to 256). A row's
-cells are freed with ``llama_memory_seq_rm`` the moment its sequence leaves. There is one stream per row the
-engine may run (``max_active``: a saved sequence only loads into a context with as many streams), each 256
-positions long at first; when the engine needs longer rows, a context with longer streams is made and each
-running sequence's cache is carried over with ``llama_state_seq_get_data``/``set_data`` (no recompute).
-Once the engine is idle, a grown context is replaced by a short one, so memory follows the load.
+batch), moving a row copies its cache into the other stream (``llama_state_seq_get_data``/``set_data``,
+~2 ms per 100 positions, once per finished request), and capacity is each stream's length (llama.cpp rounds
+it up to 256). A row's cells are freed with ``llama_memory_seq_rm`` the moment its sequence leaves. There is
+one stream per row the engine may run (``max_active``: a saved sequence only loads into a context with as
+many streams), each 256 positions long at first; when the engine needs longer rows, a context with longer
+streams is made and each running sequence's cache is carried over the same way (no recompute). Once the
+engine is idle, a grown context is replaced by a short one, so memory follows the load. The price of equal
+streams: a sequence may be at most ``kv_cache_mb / max_active`` long (the engine's limits say so), since one
+long sequence makes every stream that long.
 """
 
 from __future__ import annotations
@@ -183,6 +185,7 @@ class LlamaCppRunner:
     device = "cpu"
     min_rows = 1  # llama.cpp computes each row the same way in any batch size: no padding needed
     mixed_batches = True  # ... and beside other sequences' prompt chunks (tested: identical logits)
+    uniform_rows = True  # max_active streams, all as long as the longest: see the module's docstring
 
     def __init__(self, path: str, threads: int | None, max_rows: int) -> None:
         logs = _backend()
@@ -270,9 +273,7 @@ class LlamaCppRunner:
             lc.llama_free(self._ctx)
         self._ctx, self._stream = ctx, int(lc.llama_n_ctx_seq(ctx))
         for seq, state in carried:
-            if lc.llama_state_seq_set_data(ctx, state, len(state), seq) == 0:
-                why = _logs.take() if _logs else ""
-                raise RuntimeError(f"llama.cpp could not restore sequence {seq} into the grown context: {why}")
+            self._load(seq, state)
         if self._batch is None:
             self._batch = lc.llama_batch_init(_BATCH, 0, 1)
 
@@ -283,13 +284,7 @@ class LlamaCppRunner:
         if length <= self._stream:
             return
         stream = -(-length // _STREAM_STEP) * _STREAM_STEP
-        carried = []
-        for seq, held in self._held.items():
-            if held:
-                size = lc.llama_state_seq_get_size(self._ctx, seq)
-                state = (ctypes.c_uint8 * size)()
-                lc.llama_state_seq_get_data(self._ctx, state, size, seq)
-                carried.append((seq, state))
+        carried = [(seq, self._save(seq)) for seq, held in self._held.items() if held]
         log.debug("llama.cpp context: %d sequences of %d -> %d positions", self._seqs, self._stream, stream)
         self._new_context(stream, carried)
 
@@ -301,13 +296,27 @@ class LlamaCppRunner:
         else:
             lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
 
+    def _save(self, seq: int) -> Any:
+        size = lc.llama_state_seq_get_size(self._ctx, seq)
+        state = (ctypes.c_uint8 * size)()
+        lc.llama_state_seq_get_data(self._ctx, state, size, seq)
+        return state
+
+    def _load(self, seq: int, state: Any) -> None:
+        if lc.llama_state_seq_set_data(self._ctx, state, len(state), seq) == 0:
+            why = _logs.take() if _logs else ""
+            raise RuntimeError(f"llama.cpp could not load the cache of sequence {seq}: {why}")
+
     def move(self, src: int, dst: int) -> None:
-        """Row ``src``'s cache becomes row ``dst``'s (llama.cpp copies the stream before its next decode)."""
+        """Row ``src``'s cache becomes row ``dst``'s, copied at once (``llama_memory_seq_cp`` between streams
+        would copy at the next decode, after a context rebuild might already have saved ``dst`` empty)."""
         memory = lc.llama_get_memory(self._ctx)
-        lc.llama_memory_seq_cp(memory, src, dst, -1, -1)
-        lc.llama_memory_seq_rm(memory, src, -1, -1)
-        if src in self._held:
+        if self._held.get(src):
+            lc.llama_memory_seq_rm(memory, dst, -1, -1)
+            self._load(dst, self._save(src))
             self._held[dst] = self._held.pop(src)
+        lc.llama_memory_seq_rm(memory, src, -1, -1)
+        self._held.pop(src, None)
 
     def forget(self, row: int) -> None:
         lc.llama_memory_seq_rm(lc.llama_get_memory(self._ctx), row, -1, -1)

@@ -52,6 +52,7 @@ class ModelRunner(Protocol):
     tokenizer: Any  # a transformers tokenizer for the same vocabulary the runner decodes
     min_rows: int  # a decode step runs at least this many rows (padding rows produce no logits)
     mixed_batches: bool  # prompt chunks and decode tokens may share a forward without changing any row's logits
+    uniform_rows: bool  # the cache keeps max_active rows, all as long as the longest (so each gets 1/max_active)
     vocab_size: int  # width of the logits
     eos_ids: frozenset[int]
     context_length: int | None  # what the model was trained for, if it says

@@ -31,6 +31,7 @@ def load_torch_runner(source: str, threads: int | None, dtype: str, max_rows: in
 class BatchRunner:
     name = "torch"
     mixed_batches = False  # a prompt padded beside decode rows would round differently in 16-bit attention
+    uniform_rows = False  # rows grow as the running ones need; one sequence may use the whole budget
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.model = loaded.model
