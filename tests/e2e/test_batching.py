@@ -35,9 +35,8 @@ MIX: list[dict[str, Any]] = [
     {"max_new_tokens": 40, "frequency_penalty": 0.5, "top_n_tokens": 3},
     {"max_new_tokens": 40, "do_sample": True, "seed": 11, "typical_p": 0.8},
 ]
-# A KV cache that holds few tokens of this model: ~546 float32 ones on torch, where sequences share it by need;
-# on llama.cpp, whose 6 streams are each as long as the longest, 6 x 256 float16 ones (one sequence: 256).
-TIGHT_KV_MB = {"torch": 24, "llama.cpp": 36}
+# MB of KV cache that hold ~546 tokens of this model: float32 on torch, float16 on llama.cpp (2 streams of 256).
+TIGHT_KV_MB = {"torch": 24, "llama.cpp": 12}
 MODEL = """
 [[models]]
 id = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -128,9 +127,9 @@ def test_the_same_seed_gives_the_same_text_among_other_requests(server: Server) 
 def test_preempted_and_chunked_sequences_give_the_answers_of_one_at_a_time(
     single: Server, tight: Server, runner: str
 ) -> None:
-    # On torch, the tight KV cache holds ~546 tokens: six 120-token requests cannot all keep their rows, so
-    # some are preempted and recomputed (llama.cpp reserves every row's stream: nothing to preempt). Prompts
-    # run in 4-token chunks on both.
+    # The tight KV cache holds ~546 tokens: on torch six 120-token requests cannot all keep their rows, so some
+    # are preempted and recomputed; llama.cpp runs two 256-position streams, the others wait. Prompts run in
+    # 4-token chunks.
     params = {"max_new_tokens": 120}
     expected = [generate(single, p, params) for p in PROMPTS]
     got = run_together([lambda p=p: generate(tight, p, params) for p in PROMPTS + PROMPTS[:2]])

@@ -18,8 +18,9 @@ if TYPE_CHECKING:  # the runners import torch or llama.cpp: only the one chosen 
 
 __all__ = ["RunnerLoader", "choose_runner", "runner_loader"]
 
-# (source, threads, dtype, max_rows) -> a loaded runner; max_rows: the most sequences the engine runs together
-RunnerLoader = Callable[[str, int | None, str, int], "ModelRunner"]
+# (source, threads, dtype, max_rows, kv_cache_bytes) -> a loaded runner; max_rows: the most sequences the engine
+# runs together, kv_cache_bytes: its KV cache budget
+RunnerLoader = Callable[[str, int | None, str, int, int], "ModelRunner"]
 
 
 def choose_runner(setting: str, source: str) -> str:

@@ -93,6 +93,7 @@ class TextGenEngine:
         self._infill: infill.InfillFormat | None = None
         self._infill_setting = infill_format
         self._budget_tokens = 0  # rows x positions the KV cache may hold
+        self._step = _CAPACITY_STEP
         self._limits = ModelLimits(max_total_tokens=max_total_tokens or 0, max_input_tokens=0)
         self._cond = threading.Condition()
         self._waiting: list[tuple[int, int, Sequence]] = []  # heap of (-priority, order, seq)
@@ -137,7 +138,7 @@ class TextGenEngine:
         return runner.weight_bytes() + self._kv_cache_bytes if runner is not None else 0
 
     def _load(self) -> str:
-        runner = self._loader(self.source, self._threads, self._dtype, self._max_active)
+        runner = self._loader(self.source, self._threads, self._dtype, self._max_active, self._kv_cache_bytes)
         try:
             self._install(runner)
         except BaseException:
@@ -148,19 +149,13 @@ class TextGenEngine:
     def _install(self, runner: ModelRunner) -> None:
         tok = runner.tokenizer
         self._budget_tokens = self._kv_cache_bytes // runner.cache.bytes_per_token
-        if runner.uniform_rows:
-            # Every row is kept as long as the longest (llama.cpp's streams): a sequence gets its share.
-            fits = self._budget_tokens // self._max_active // 256 * 256
-            raise_to = (512 * self._max_active * runner.cache.bytes_per_token >> 20) + 1
-            lower = f", or lower engine.max_active ({self._max_active})"
-        else:
-            # One sequence must always fit in the cache on its own, so the context is what the budget holds.
-            fits = _round_up(self._budget_tokens - _CAPACITY_STEP, _CAPACITY_STEP) - _CAPACITY_STEP
-            raise_to, lower = (512 * runner.cache.bytes_per_token >> 20) + 1, ""
+        self._step = runner.length_step
+        # One sequence must always fit in the cache on its own, so the context is what the budget holds.
+        fits = self._up(self._budget_tokens - self._step) - self._step
         if fits < 64:
             raise ValueError(
-                f"engine.kv_cache_mb ({self._kv_cache_bytes >> 20}) holds only {max(fits, 0)} tokens per sequence "
-                f"of {self.model_id}; raise it to at least {raise_to}{lower}"
+                f"engine.kv_cache_mb ({self._kv_cache_bytes >> 20}) holds only {self._budget_tokens} tokens of "
+                f"{self.model_id}; raise it to at least {(512 * runner.cache.bytes_per_token >> 20) + 1}"
             )
         total = self._max_total_override or runner.context_length or 2048
         total = min(total, fits)
@@ -346,16 +341,22 @@ class TextGenEngine:
         assert self._runner is not None
         cache = self._runner.cache
         longest = max([length, *(s.cached + 1 for s in self._rows)])
-        return max(rows, cache.rows) * (max(_round_up(longest), cache.capacity) + 1) <= self._budget_tokens
+        return max(rows, cache.rows) * (max(self._up(longest), cache.capacity) + 1) <= self._budget_tokens
 
-    def _reserve(self, length: int) -> None:
-        """Make every admitted row able to hold ``length`` positions, preempting sequences if the budget is short."""
+    def _up(self, n: int) -> int:
+        return _round_up(n, self._step)
+
+    def _reserve(self, length: int) -> bool:
+        """Make every admitted row able to hold ``length`` positions, preempting sequences if the budget is short.
+
+        True when the runner had to drop the running sequences' caches to make room: they recompute, and the
+        step that asked must be planned again."""
         assert self._runner is not None
         cache = self._runner.cache
         rows = len(self._rows)
         if rows <= cache.rows and length <= cache.capacity:
-            return
-        capacity = max(cache.capacity, _round_up(length))
+            return False
+        capacity = max(cache.capacity, self._up(length))
         while rows > 1 and rows * (capacity + 1) > self._budget_tokens:
             self._preempt()
             rows = len(self._rows)
@@ -363,13 +364,19 @@ class TextGenEngine:
         # At least the runner's minimum, so a lone decoding sequence runs the same kernels as in a batch.
         most = max(self._max_active, self._runner.min_rows)
         alloc = max(rows, min(most, rows + 4, self._budget_tokens // (capacity + 1)))
-        self._resize(alloc, capacity)
+        return self._resize(alloc, capacity)
 
-    def _resize(self, rows: int, capacity: int) -> None:
+    def _resize(self, rows: int, capacity: int) -> bool:
         assert self._runner is not None
         cache = self._runner.cache
         keep_len = min(max((s.cached for s in self._rows), default=0), cache.capacity)
-        cache.resize(rows, capacity, keep=min(len(self._rows), cache.rows), keep_len=keep_len)
+        dropped = cache.resize(rows, capacity, keep=min(len(self._rows), cache.rows), keep_len=keep_len)
+        if dropped and self._rows:
+            log.info("KV cache reshaped on %s: recomputing %d sequences", self.model_id, len(self._rows))
+            for seq in self._rows:
+                seq.cached = 0
+                seq.prompt_logprobs.clear()
+        return dropped
 
     def _trim(self) -> None:
         """Shrink the cache when the sequences that made it large have gone (or free it when idle)."""
@@ -378,8 +385,8 @@ class TextGenEngine:
         if not self._rows:
             cache.resize(0, 0, 0, 0)
             return
-        needed = _round_up(max(s.cached for s in self._rows) + 1)
-        if cache.capacity >= 4 * _CAPACITY_STEP and cache.capacity > 2 * needed:
+        needed = self._up(max(s.cached for s in self._rows) + 1)
+        if cache.capacity >= 4 * self._step and cache.capacity > 2 * needed:
             self._resize(cache.rows, 2 * needed)
 
     def _count_cached(self) -> None:
@@ -423,7 +430,8 @@ class TextGenEngine:
         if not chosen:
             return
         involved += [s for s, _ in chosen]
-        self._reserve(max(s.cached + n for s, n in chosen))
+        if self._reserve(max(s.cached + n for s, n in chosen)):
+            return
         finished: list[Sequence] = []
         for seq, n in chosen:
             if seq.row < 0:
@@ -440,7 +448,8 @@ class TextGenEngine:
         if not ready:
             return
         involved += ready
-        self._reserve(max(s.cached + 1 for s in ready))
+        if self._reserve(max(s.cached + 1 for s in ready)):
+            return
         ready = [s for s in ready if s.row >= 0]
         first = min(s.row for s in ready)
         last = max(s.row for s in ready)
@@ -462,7 +471,8 @@ class TextGenEngine:
         if not chosen and not ready:
             return
         involved += [s for s, _ in chosen] + ready
-        self._reserve(max([s.cached + n for s, n in chosen] + [s.cached + 1 for s in ready]))
+        if self._reserve(max([s.cached + n for s, n in chosen] + [s.cached + 1 for s in ready])):
+            return
         chosen = [(s, n) for s, n in chosen if s.row >= 0]
         ready = [s for s in ready if s.row >= 0]
         rows = [s.row for s, _ in chosen] + [s.row for s in ready]

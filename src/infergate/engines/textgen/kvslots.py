@@ -82,13 +82,14 @@ class SlotCache:
     def nbytes(self) -> int:
         return self.rows * (self.capacity + 1) * self.bytes_per_token
 
-    def resize(self, rows: int, capacity: int, keep: int, keep_len: int) -> None:
-        """Reallocate to ``rows x capacity``, keeping the first ``keep`` rows' first ``keep_len`` positions.
+    def resize(self, rows: int, capacity: int, keep: int, keep_len: int) -> bool:
+        """Reallocate to ``rows x capacity``, keeping the first ``keep`` rows' first ``keep_len`` positions
+        (always: returns False, nothing to recompute).
 
         Zero-filled: masked positions must hold finite numbers, or 0 x NaN poisons the attention output.
         """
         if rows == self.rows and capacity == self.capacity:
-            return
+            return False
         shape = (rows, self.kv_heads, capacity + 1, self.head_dim)
         old_k, old_v = self.k, self.v
         self.k, self.v = [], []
@@ -101,6 +102,7 @@ class SlotCache:
             if old_k:  # let this layer's old tensors go before the next layer's are allocated
                 old_k[layer] = old_v[layer] = torch.empty(0)
         self.rows, self.capacity = rows, capacity
+        return False
 
     def move_row(self, src: int, dst: int, length: int) -> None:
         """Copy a row's first ``length`` positions onto another row (closing a hole)."""

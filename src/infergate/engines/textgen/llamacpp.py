@@ -13,13 +13,16 @@ engine's rows x capacity maps onto it directly: row r is sequence id r (llama.cp
 only when its sequence ids are consecutive; a relabelling permutation halved the throughput every other
 batch), moving a row copies its cache into the other stream (``llama_state_seq_get_data``/``set_data``,
 ~2 ms per 100 positions, once per finished request), and capacity is each stream's length (llama.cpp rounds
-it up to 256). A row's cells are freed with ``llama_memory_seq_rm`` the moment its sequence leaves. There is
-one stream per row the engine may run (``max_active``: a saved sequence only loads into a context with as
-many streams), each 256 positions long at first; when the engine needs longer rows, a context with longer
-streams is made and each running sequence's cache is carried over the same way (no recompute). Once the
-engine is idle, a grown context is replaced by a short one, so memory follows the load. The price of equal
-streams: a sequence may be at most ``kv_cache_mb / max_active`` long (the engine's limits say so), since one
-long sequence makes every stream that long.
+it up to 256). A row's cells are freed with ``llama_memory_seq_rm`` the moment its sequence leaves.
+
+All streams are as long as the longest sequence needs, and the context holds as many streams as the KV cache
+budget allows at that length (at most ``max_active``): 16 x 256 positions when requests are short. When the
+engine asks for longer rows and the streams fit, a context with longer streams is made and each running
+sequence's cache is carried over the same way. A saved sequence only loads into a context with the same
+number of streams, so when a long request needs fewer, longer streams (or short ones more streams again),
+the new context starts empty and the running sequences recompute their tokens (the engine's preemption path;
+the engine's budget has already preempted what no longer fits). Once the engine is idle, a grown context is
+replaced by the short one, so memory follows the load.
 """
 
 from __future__ import annotations
@@ -58,13 +61,15 @@ _GGML_LOG_LEVEL_ERROR = 4  # ggml_log_level (not exported by llama-cpp-python)
 _PROBE = "<|im_start|>user\nHello, World!  Ünïcödé 日本語 12345 \t code() {}<|im_end|>\n"
 
 
-def load_llamacpp_runner(source: str, threads: int | None, dtype: str, max_rows: int) -> LlamaCppRunner:
+def load_llamacpp_runner(
+    source: str, threads: int | None, dtype: str, max_rows: int, kv_cache_bytes: int
+) -> LlamaCppRunner:
     """The catalog ``source`` (a GGUF) on llama.cpp, with the transformers tokenizer read from the same file."""
     location, kwargs = resolve_source(source)
     if "gguf_file" not in kwargs:
         raise ValueError(f'{source} is not a GGUF file; llama.cpp serves GGUF models only (set runner = "torch")')
     path = os.path.join(location, kwargs["gguf_file"])
-    runner = LlamaCppRunner(path, threads, max_rows)
+    runner = LlamaCppRunner(path, threads, max_rows, kv_cache_bytes)
     try:
         runner.tokenizer = gguf_tokenizer(path)
         runner.check_tokenizer()
@@ -166,12 +171,12 @@ class _Cache:
     def bytes_per_token(self) -> int:
         return self._bytes_per_token
 
-    def resize(self, rows: int, capacity: int, keep: int, keep_len: int) -> None:
+    def resize(self, rows: int, capacity: int, keep: int, keep_len: int) -> bool:
         self.rows, self.capacity = rows, capacity
         if rows == 0:
             self._runner.idle()
-        else:
-            self._runner.reserve(rows, capacity)
+            return False
+        return self._runner.reserve(rows, capacity)
 
     def move_row(self, src: int, dst: int, length: int) -> None:
         self._runner.move(src, dst)
@@ -185,9 +190,9 @@ class LlamaCppRunner:
     device = "cpu"
     min_rows = 1  # llama.cpp computes each row the same way in any batch size: no padding needed
     mixed_batches = True  # ... and beside other sequences' prompt chunks (tested: identical logits)
-    uniform_rows = True  # max_active streams, all as long as the longest: see the module's docstring
+    length_step = _STREAM_STEP  # the engine's rows grow as llama.cpp's streams do
 
-    def __init__(self, path: str, threads: int | None, max_rows: int) -> None:
+    def __init__(self, path: str, threads: int | None, max_rows: int, kv_cache_bytes: int) -> None:
         logs = _backend()
         params = lc.llama_model_default_params()
         params.n_gpu_layers = 0
@@ -217,10 +222,16 @@ class LlamaCppRunner:
         self.cache = _Cache(self, layers * kv_heads * (head_k + head_v) * _BYTES_F16)
         if not 1 <= max_rows <= _MAX_SEQS:
             raise ValueError(f"llama.cpp runs at most {_MAX_SEQS} sequences together; set engine.max_active lower")
-        self._seqs = max_rows  # sequence ids (streams) in the context
+        self._max_rows = max_rows
+        self._max_cells = kv_cache_bytes // self.cache.bytes_per_token
+        self._seqs = 0  # sequence ids (streams) in the context
         self._stream = 0  # positions per sequence
         self._held: dict[int, int] = {}  # sequence id -> positions it holds
-        self._new_context(_STREAM_STEP, [])
+        self._new_context(self._streams_for(_STREAM_STEP), _STREAM_STEP, [])
+
+    def _streams_for(self, length: int) -> int:
+        """As many streams of ``length`` as the budget holds, at most the engine's rows (at least one)."""
+        return max(1, min(self._max_rows, self._max_cells // length))
 
     def _meta_int(self, key: str) -> int:
         arch = self._meta_str("general.architecture")
@@ -251,8 +262,7 @@ class LlamaCppRunner:
         return list(buf[:n])
 
     # -- the context and its cell pool --------------------------------------------------------------------
-    def _new_context(self, stream: int, carried: list[tuple[int, Any]]) -> None:
-        seqs = self._seqs
+    def _new_context(self, seqs: int, stream: int, carried: list[tuple[int, Any]]) -> None:
         params = lc.llama_context_default_params()
         params.n_ctx = seqs * stream
         params.n_batch = params.n_ubatch = _BATCH
@@ -271,28 +281,38 @@ class LlamaCppRunner:
             )
         if self._ctx is not None:
             lc.llama_free(self._ctx)
-        self._ctx, self._stream = ctx, int(lc.llama_n_ctx_seq(ctx))
+        self._ctx, self._seqs, self._stream = ctx, seqs, int(lc.llama_n_ctx_seq(ctx))
         for seq, state in carried:
             self._load(seq, state)
         if self._batch is None:
             self._batch = lc.llama_batch_init(_BATCH, 0, 1)
 
-    def reserve(self, rows: int, length: int) -> None:
-        """Room for ``rows`` sequences of ``length`` positions each, every held position carried over."""
-        if rows > self._seqs:
-            raise RuntimeError(f"the engine asked for {rows} rows; this llama.cpp context runs {self._seqs}")
-        if length <= self._stream:
-            return
-        stream = -(-length // _STREAM_STEP) * _STREAM_STEP
-        carried = [(seq, self._save(seq)) for seq, held in self._held.items() if held]
-        log.debug("llama.cpp context: %d sequences of %d -> %d positions", self._seqs, self._stream, stream)
-        self._new_context(stream, carried)
+    def reserve(self, rows: int, length: int) -> bool:
+        """Room for ``rows`` sequences of ``length`` positions each; True if the held caches had to go."""
+        if rows <= self._seqs and length <= self._stream:
+            return False
+        stream = max(self._stream, -(-length // _STREAM_STEP) * _STREAM_STEP)
+        seqs = self._streams_for(stream)
+        if rows > seqs:  # the engine keeps rows x length within the budget: fewer, shorter streams will do
+            stream = -(-length // _STREAM_STEP) * _STREAM_STEP
+            seqs = self._streams_for(stream)
+        if rows > seqs:
+            raise RuntimeError(f"{rows} rows of {length} positions do not fit the KV cache budget")
+        log.debug("llama.cpp context: %d x %d -> %d x %d positions", self._seqs, self._stream, seqs, stream)
+        if seqs == self._seqs:
+            carried = [(seq, self._save(seq)) for seq, held in self._held.items() if held]
+            self._new_context(seqs, stream, carried)
+            return False
+        dropped = any(self._held.values())
+        self._held.clear()
+        self._new_context(seqs, stream, [])
+        return dropped
 
     def idle(self) -> None:
         """No sequence runs: give a grown pool's memory back."""
         self._held.clear()
-        if self._stream > _STREAM_STEP:
-            self._new_context(_STREAM_STEP, [])
+        if self._stream > _STREAM_STEP or self._seqs != self._streams_for(_STREAM_STEP):
+            self._new_context(self._streams_for(_STREAM_STEP), _STREAM_STEP, [])
         else:
             lc.llama_memory_clear(lc.llama_get_memory(self._ctx), True)
 
@@ -342,7 +362,8 @@ class LlamaCppRunner:
         for i, row in enumerate(rows):
             if row is not None:
                 after[first + i] = row.start + len(row.tokens)
-        self.reserve(first + len(rows), max(after.values()))
+        if self.reserve(first + len(rows), max(after.values())):
+            raise RuntimeError("the KV cache was reshaped inside a forward; the engine reserves room before")
         memory = lc.llama_get_memory(self._ctx)
         for i, row in enumerate(rows):
             if row is None:

@@ -34,8 +34,9 @@ class RowCache(Protocol):
     @property
     def bytes_per_token(self) -> int: ...
 
-    def resize(self, rows: int, capacity: int, keep: int, keep_len: int) -> None:
-        """Hold ``rows x capacity`` positions, keeping the first ``keep`` rows' first ``keep_len`` positions."""
+    def resize(self, rows: int, capacity: int, keep: int, keep_len: int) -> bool:
+        """Hold ``rows x capacity`` positions, keeping the first ``keep`` rows' first ``keep_len`` positions;
+        True if it could not keep them (the engine then recomputes those sequences)."""
 
     def move_row(self, src: int, dst: int, length: int) -> None:
         """Row ``src``'s first ``length`` positions become row ``dst``'s (``dst`` was released)."""
@@ -52,7 +53,7 @@ class ModelRunner(Protocol):
     tokenizer: Any  # a transformers tokenizer for the same vocabulary the runner decodes
     min_rows: int  # a decode step runs at least this many rows (padding rows produce no logits)
     mixed_batches: bool  # prompt chunks and decode tokens may share a forward without changing any row's logits
-    uniform_rows: bool  # the cache keeps max_active rows, all as long as the longest (so each gets 1/max_active)
+    length_step: int  # rows grow in whole steps of this many positions
     vocab_size: int  # width of the logits
     eos_ids: frozenset[int]
     context_length: int | None  # what the model was trained for, if it says

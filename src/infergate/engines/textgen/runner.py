@@ -24,14 +24,14 @@ __all__ = ["BatchRunner", "load_torch_runner"]
 AttentionInterface.register(ATTENTION_NAME, slot_attention)
 
 
-def load_torch_runner(source: str, threads: int | None, dtype: str, max_rows: int) -> BatchRunner:
+def load_torch_runner(source: str, threads: int | None, dtype: str, max_rows: int, kv_bytes: int) -> BatchRunner:
     return BatchRunner(load_causal_lm(source, threads, dtype))
 
 
 class BatchRunner:
     name = "torch"
     mixed_batches = False  # a prompt padded beside decode rows would round differently in 16-bit attention
-    uniform_rows = False  # rows grow as the running ones need; one sequence may use the whole budget
+    length_step = 128
 
     def __init__(self, loaded: LoadedModel) -> None:
         self.model = loaded.model
