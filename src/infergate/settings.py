@@ -57,7 +57,7 @@ class EngineSettings(_Strict):
 
     max_active: int = Field(16, ge=1, description="sequences decoded together in one batch")
     max_waiting: int = Field(64, ge=0, description="requests queued beyond max_active; more get 429")
-    threads: int | None = Field(None, ge=1, description="torch CPU threads; default: all cores")
+    threads: int | None = Field(None, ge=1, description="CPU threads (torch and llama.cpp); default: all cores")
     # When a chat or completion request names no max_tokens, generate up to this many (and never past the
     # model's context): an unbounded default would let one request hold a slot for minutes on a CPU.
     default_max_tokens: int = Field(1024, ge=1)

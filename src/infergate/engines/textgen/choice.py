@@ -35,10 +35,22 @@ def choose_runner(setting: str, source: str) -> str:
 
 
 def runner_loader(name: str) -> RunnerLoader:
-    if name == "llama.cpp":
-        from infergate.engines.textgen.llamacpp import load_llamacpp_runner
+    """The chosen runner's loader; its module (torch's or llama.cpp's) is imported when a model loads."""
+    return _load_llamacpp if name == "llama.cpp" else _load_torch
 
-        return load_llamacpp_runner
+
+def _load_torch(source: str, threads: int | None, dtype: str, max_rows: int, kv_cache_bytes: int) -> ModelRunner:
     from infergate.engines.textgen.runner import load_torch_runner
 
-    return load_torch_runner
+    return load_torch_runner(source, threads, dtype, max_rows, kv_cache_bytes)
+
+
+def _load_llamacpp(source: str, threads: int | None, dtype: str, max_rows: int, kv_cache_bytes: int) -> ModelRunner:
+    try:
+        from infergate.engines.textgen.llamacpp import load_llamacpp_runner
+    except ImportError as exc:
+        raise ValueError(
+            f'runner = "llama.cpp" needs llama-cpp-python, which is not installed ({exc}); `make install` builds '
+            'it (pip install llama-cpp-python==0.3.36), or set runner = "torch"'
+        ) from exc
+    return load_llamacpp_runner(source, threads, dtype, max_rows, kv_cache_bytes)
