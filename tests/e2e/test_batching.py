@@ -11,13 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.support.server import OPEN_ANONYMOUS_NO_CACHE, Server, new_user_token, run_together, start_server
+from tests.support.server import OPEN_ANONYMOUS_NO_CACHE, Server, new_user_token, run_together, serving
 
 NO_CACHE = {"x-use-cache": "0"}
 PROMPTS = [
@@ -55,15 +54,6 @@ def single_config(runner: str) -> str:
     return "[engine]\nmax_active = 1\n" + MODEL.format(runner=runner) + OPEN_ANONYMOUS_NO_CACHE
 
 
-def _serve(home: Path, config: str) -> Iterator[Server]:
-    srv = start_server(home, config=config)
-    try:
-        srv.wait_healthy()
-        yield srv
-    finally:
-        srv.stop()
-
-
 @pytest.fixture(scope="module", params=list(TIGHT_KV_MB))
 def runner(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -71,12 +61,12 @@ def runner(request: pytest.FixtureRequest) -> str:
 
 @pytest.fixture(scope="module")
 def tight(runner: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from _serve(tmp_path_factory.mktemp("tight-home"), tight_config(runner))
+    yield from serving(tmp_path_factory.mktemp("tight-home"), tight_config(runner), healthy=True)
 
 
 @pytest.fixture(scope="module")
 def single(runner: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from _serve(tmp_path_factory.mktemp("single-home"), single_config(runner))
+    yield from serving(tmp_path_factory.mktemp("single-home"), single_config(runner), healthy=True)
 
 
 def generate(server: Server, prompt: str, params: dict[str, Any], headers: dict[str, str] | None = None) -> Any:

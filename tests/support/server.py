@@ -104,12 +104,16 @@ def run_cli(
     return result
 
 
-def serving(home: Path, config: str, token_tier: str | None = None) -> Iterator[Server]:
-    """A module fixture's body: a server on ``config``, listening (models may still load), stopped after; with
-    ``token_tier``, ``server.token`` is a token of a new user on that tier."""
+def serving(home: Path, config: str, token_tier: str | None = None, healthy: bool = False) -> Iterator[Server]:
+    """A module fixture's body: a server on ``config``, listening (models may still load; with ``healthy``, its
+    startup models loaded), stopped after; with ``token_tier``, ``server.token`` is a token of a new user on
+    that tier."""
     srv = start_server(home, config=config)
     try:
-        srv.wait_listening()
+        if healthy:
+            srv.wait_healthy()
+        else:
+            srv.wait_listening()
         if token_tier is not None:
             srv.token = new_user_token(srv, f"{token_tier}-user", token_tier)
         yield srv

@@ -281,6 +281,7 @@ def run(
     serial_requests: int,
     as_json: bool,
 ) -> int:
+    from infergate.engines.sources import gguf_path
     from infergate.engines.textgen import baselines
     from infergate.engines.textgen.choice import choose_runner
     from infergate.engines.textgen.loader import load_causal_lm
@@ -314,7 +315,7 @@ def run(
     rows.append((f"transformers generate_batch, {streams}", streams, continuous, *(float("nan"),) * 3))
     single = batched = baselines.Measure(0, 0.0)
     if runner == "llama.cpp":
-        path = baselines.gguf_path(DEFAULT_SOURCE)
+        path = gguf_path(DEFAULT_SOURCE)
         single = baselines.llamacpp_single(path, prompts[:serial_requests], new_tokens)
         batched = baselines.llamacpp_batched(path, prompts, new_tokens)
         rows.append((f"llama.cpp Llama(), one at a time ({serial_requests})", 1, single.tok_s, *(float("nan"),) * 3))

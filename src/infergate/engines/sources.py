@@ -7,7 +7,7 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-__all__ = ["resolve_source", "source_bytes"]
+__all__ = ["gguf_path", "resolve_source", "source_bytes"]
 
 
 def resolve_source(source: str) -> tuple[str, dict[str, Any]]:
@@ -54,6 +54,14 @@ def resolve_source(source: str) -> tuple[str, dict[str, Any]]:
     if source.startswith(("/", ".", "~")):
         raise FileNotFoundError(f"{source} does not exist; fix the model's `source` in the config file")
     return source, {}  # a hub id: huggingface_hub downloads it into its cache
+
+
+def gguf_path(source: str) -> str:
+    """The file a GGUF ``source`` names; ValueError for a source that is not a GGUF file."""
+    location, kwargs = resolve_source(source)
+    if "gguf_file" not in kwargs:
+        raise ValueError(f'{source} is not a GGUF file; llama.cpp serves GGUF models only (set runner = "torch")')
+    return str(Path(location) / kwargs["gguf_file"])
 
 
 def source_bytes(source: str) -> int:

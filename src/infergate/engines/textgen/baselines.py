@@ -17,7 +17,6 @@ from infergate.engines.textgen.loader import LoadedModel
 __all__ = [
     "SHAPES",
     "Measure",
-    "gguf_path",
     "hf_continuous",
     "hf_serial",
     "hf_static",
@@ -134,15 +133,6 @@ def hf_continuous(loaded: LoadedModel, prompts: list[str], new_tokens: int) -> M
 
 
 # -- llama.cpp's own ways of running a GGUF (the yardsticks of the llama.cpp runner) ---------------------------
-def gguf_path(source: str) -> str:
-    import os
-
-    from infergate.engines.sources import resolve_source
-
-    location, kwargs = resolve_source(source)
-    return os.path.join(location, kwargs["gguf_file"])
-
-
 def llamacpp_single(path: str, prompts: list[str], new_tokens: int, threads: int | None = None) -> Measure:
     """llama-cpp-python's ``Llama`` completing one prompt after another, greedy (its usual single-user path)."""
     import os

@@ -43,7 +43,7 @@ import llama_cpp as lc
 import numpy as np
 import torch
 
-from infergate.engines.sources import resolve_source
+from infergate.engines.sources import gguf_path
 from infergate.engines.textgen.rows import RowInput
 
 __all__ = ["LlamaCppRunner", "load_llamacpp_runner"]
@@ -65,10 +65,7 @@ def load_llamacpp_runner(
     source: str, threads: int | None, dtype: str, max_rows: int, kv_cache_bytes: int
 ) -> LlamaCppRunner:
     """The catalog ``source`` (a GGUF) on llama.cpp, with the transformers tokenizer read from the same file."""
-    location, kwargs = resolve_source(source)
-    if "gguf_file" not in kwargs:
-        raise ValueError(f'{source} is not a GGUF file; llama.cpp serves GGUF models only (set runner = "torch")')
-    path = os.path.join(location, kwargs["gguf_file"])
+    path = gguf_path(source)
     runner = LlamaCppRunner(path, threads, max_rows, kv_cache_bytes)
     try:
         runner.tokenizer = gguf_tokenizer(path)
