@@ -16,6 +16,9 @@ install: $(VENV)/.installed
 
 # Re-runs only when the project's dependencies change; `make install` is a no-op otherwise.
 $(VENV)/.installed: pyproject.toml Makefile
+	@echo "Installing into $(VENV). The first install builds llama.cpp (llama-cpp-python) from source with the"
+	@echo "machine's C++ compiler: about 6 minutes on 2 cores, with no output while it builds. pip keeps the wheel,"
+	@echo "so later installs take seconds."
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: the CPU build, so that no resolver ever pulls a multi-GB CUDA build.
 	$(PIP) install --quiet torch==2.13.0
@@ -35,9 +38,11 @@ lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
+	# Every package the code imports is a declared runtime dependency (and every declared one is used).
+	$(VENV)/bin/deptry src
 
 test: lint
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-runtime .pytest_cache .mypy_cache .ruff_cache

@@ -48,7 +48,7 @@ class ServerSettings(_Strict):
     graceful_shutdown_s: float = 30.0
     log_level: str = "info"
     access_log: bool = True  # one line per request on stderr (uvicorn's); tokens are never in it
-    # How long `x-wait-for-model: true` may hold a request while its model loads.
+    # How long a request may wait for its model to load (unless it sends `x-wait-for-model: false`); then a 503.
     wait_for_model_s: float = 300.0
 
 

@@ -55,13 +55,16 @@ def reference() -> SentenceTransformer:
 
 @pytest.fixture(scope="module")
 def loaded(server: Server) -> Server:
-    """The first call of the session finds the model not loaded: 503 with an estimate, then a wait that works."""
+    """The first call of the session finds the model not loaded. A caller who asks for the hosted API's answer
+    (`x-wait-for-model: false`, or the option) gets 503 with an estimate; a plain call waits for the load."""
     url = f"{server.base_url}/models/{EMBED_ID}"
-    first = httpx.post(url, json={"inputs": "hello"}, timeout=30)
+    first = httpx.post(url, json={"inputs": "hello"}, headers={"x-wait-for-model": "false"}, timeout=30)
     assert first.status_code == 503, first.text
     assert first.json()["error"] == f"Model {EMBED_ID} is currently loading"
     assert isinstance(first.json()["estimated_time"], float) and first.json()["estimated_time"] > 0
-    waited = httpx.post(url, json={"inputs": "hello"}, headers={"x-wait-for-model": "true"}, timeout=120)
+    option = httpx.post(url, json={"inputs": "hello", "options": {"wait_for_model": False}}, timeout=30)
+    assert option.status_code == 503, option.text
+    waited = httpx.post(url, json={"inputs": "hello"}, timeout=120)
     assert waited.status_code == 200, waited.text
     assert len(waited.json()) == 384
     return server

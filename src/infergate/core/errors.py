@@ -126,8 +126,14 @@ class OverloadedError(InfergateError):
 class ModelLoadingError(InfergateError):
     kind = "loading"
 
-    def __init__(self, model_id: str, estimated_time: float) -> None:
-        super().__init__(f"Model {model_id} is currently loading")
+    def __init__(self, model_id: str, estimated_time: float, waited_s: float = 0.0) -> None:
+        message = f"Model {model_id} is currently loading"
+        if waited_s:  # the request waited as long as the server allows: say so, and when to come back
+            message += (
+                f"; this request waited {waited_s:g} s (the server's `wait_for_model_s`) and the load goes on. "
+                f"Retry in about {max(1, round(estimated_time))} s"
+            )
+        super().__init__(message)
         self.estimated_time = estimated_time
 
 

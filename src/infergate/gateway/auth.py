@@ -1,5 +1,12 @@
 """API tokens -> Principal. Tokens are looked up by their SHA-256 (the store compares in constant time) and
-the answer is cached briefly, so the database is off the hot path. No token ever reaches a log line."""
+the answer is cached briefly, so the database is off the hot path. No token ever reaches a log line.
+
+A bearer value that is not an infergate token (they all start with ``ig_``) is one the caller's client sent on
+its own: huggingface_hub sends the user's Hub token (``HF_TOKEN``, ``hf auth login``) to any endpoint, and the
+``openai`` SDK refuses to run without a key, so users pass the placeholders OpenAI-compatible servers teach
+(``EMPTY``, ``sk-no-key-required``). Such a caller is served as anonymous where anonymous calls are allowed,
+with exactly anonymous rights; otherwise the 401 says what happened and how to send an infergate token.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +19,17 @@ from infergate.gateway.principal import Principal
 from infergate.store.records import PrincipalRecord
 from infergate.store.store import hash_token
 
-__all__ = ["INVALID_CREDENTIALS", "Authenticator"]
+__all__ = ["INVALID_CREDENTIALS", "TOKEN_PREFIX", "Authenticator"]
 
 # The hosted API's words, which clients and users recognise.
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 _MAX_CACHED = 100_000
+TOKEN_PREFIX = "ig_"  # every token the store issues starts with it
+_HOW_TO_SEND = (
+    "Pass an infergate token (it starts with `ig_`; an admin creates one with `infergate tokens create USER`): "
+    'InferenceClient(model=URL, token="ig_..."), OpenAI(base_url=URL, api_key="ig_..."), or the header '
+    "`Authorization: Bearer ig_...`."
+)
 
 
 class Authenticator:
@@ -36,13 +49,10 @@ class Authenticator:
     async def authenticate(self, authorization: str | None, client: str) -> Principal:
         """``client`` (the peer address) identifies anonymous callers for their limits."""
         token = _bearer(authorization)
-        if token is None:
+        if token is None or not token.startswith(TOKEN_PREFIX):
             if not self._allow_anonymous:
-                raise UnauthorizedError(
-                    "This server requires an API token: send `Authorization: Bearer <token>`. "
-                    "An admin creates one with `infergate tokens create USER`."
-                )
-            return Principal(key=f"anon:{client}", tier="anonymous")
+                raise UnauthorizedError(_refusal(foreign=token is not None))
+            return Principal(key=f"anon:{client}", tier="anonymous", foreign_token=token is not None)
         digest = hash_token(token)
         now = time.monotonic()
         cached = self._cache.get(digest)
@@ -67,6 +77,16 @@ class Authenticator:
     def forget(self) -> None:
         """Drop cached answers (after a revocation or a tier change made in this process)."""
         self._cache.clear()
+
+
+def _refusal(foreign: bool) -> str:
+    if not foreign:
+        return f"This server requires an API token and the request sent none. {_HOW_TO_SEND}"
+    return (
+        "The Authorization header carries a token this server did not issue (a Hugging Face token or a "
+        "placeholder key such as EMPTY; clients send those on their own), and this server does not serve "
+        f"anonymous calls. {_HOW_TO_SEND}"
+    )
 
 
 def _bearer(authorization: str | None) -> str | None:

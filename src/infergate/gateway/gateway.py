@@ -20,7 +20,14 @@ from typing import Any
 
 from infergate.catalog.catalog import Catalog, ModelSpec
 from infergate.core.engine import Embedder, ImageGenerator, ModelEngine, PipelineRunner, TextGenerator
-from infergate.core.errors import BadRequestError, ForbiddenError, ModelNotFoundError, Quota, ValidationError
+from infergate.core.errors import (
+    BadRequestError,
+    ForbiddenError,
+    ModelLoadingError,
+    ModelNotFoundError,
+    Quota,
+    ValidationError,
+)
 from infergate.core.outputs import Embeddings, GenerationResult, PromptInfo, StepEvent, collect
 from infergate.core.requests import EmbedRequest, GenerationRequest, ImageRequest
 from infergate.gateway.auth import Authenticator
@@ -136,7 +143,12 @@ class Gateway:
         """Tier gate (403), the request count (429), and the model ready (503, or wait for it)."""
         principal, spec = ticket.principal, ticket.spec
         if spec.tiers is not None and principal.tier not in spec.tiers:
-            who = "you sent no token" if principal.anonymous else f"your token is on the {principal.tier} tier"
+            if principal.foreign_token:
+                who = "your request carries a token this server did not issue, so it is served as anonymous"
+            elif principal.anonymous:
+                who = "you sent no token"
+            else:
+                who = f"your token is on the {principal.tier} tier"
             raise ForbiddenError(
                 f"Model {spec.id} is available to the {' and '.join(spec.tiers)} tiers only; {who}. "
                 "Use a token of a user on one of those tiers (an admin runs `infergate users set-tier NAME "
@@ -144,7 +156,13 @@ class Gateway:
             )
         ticket.quota = await self._limiter.count_request(principal, ticket.tier)
         ticket.engine.start()  # models that load on first use start now
-        await ticket.engine.wait_ready(self._wait_for_model_s if wait else 0.0)
+        if not wait:
+            await ticket.engine.wait_ready(0.0)
+            return
+        try:
+            await ticket.engine.wait_ready(self._wait_for_model_s)
+        except ModelLoadingError as exc:
+            raise ModelLoadingError(spec.id, exc.estimated_time, waited_s=self._wait_for_model_s) from None
 
     def _fit_to_tier(self, ticket: Ticket, request: GenerationRequest) -> GenerationRequest:
         """The tier's priority and max_new_tokens; a server-chosen default shrinks to fit, an asked one is checked."""

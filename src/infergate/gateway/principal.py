@@ -15,6 +15,8 @@ class Principal:
     user_name: str | None = None
     token_id: int | None = None
     admin: bool = False
+    # An anonymous caller whose client sent a token this server did not issue (a Hub token, a placeholder key).
+    foreign_token: bool = False
 
     @property
     def anonymous(self) -> bool:

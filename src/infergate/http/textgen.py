@@ -33,8 +33,14 @@ def _option(body: Any, name: str) -> bool | None:
 
 
 def wants_to_wait(request: Request, body: Any) -> bool:
+    """Wait for a model that is not loaded yet unless the caller asks for the hosted API's 503 (`x-wait-for-model:
+    false`, `"options": {"wait_for_model": false}`): today's clients neither retry a 503 nor send the header, so
+    waiting (up to `server.wait_for_model_s`) is what gets them their answer on the first call."""
     header = truthy_header(request, "x-wait-for-model")
-    return header if header is not None else bool(_option(body, "wait_for_model"))
+    if header is not None:
+        return header
+    option = _option(body, "wait_for_model")
+    return True if option is None else option
 
 
 def use_cache(request: Request, body: Any) -> bool:
