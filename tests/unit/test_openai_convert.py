@@ -170,6 +170,16 @@ def test_default_samples_at_temperature_one() -> None:
     assert s.do_sample and s.temperature == 1.0
 
 
+def test_tgi_do_sample_false_is_greedy() -> None:
+    # huggingface.js 4.x copies TGI's parameters into the /v1/completions body it sends.
+    assert not build(do_sample=False, temperature=0.7).sampling.do_sample
+    assert not build_request(
+        completion(do_sample=False).wire, "PROMPT", max_tokens=12, top_n=0, add_special_tokens=True
+    ).sampling.do_sample
+    s = build(do_sample=True).sampling
+    assert s.do_sample and s.temperature == 1.0
+
+
 def test_temperature_passes_through() -> None:
     s = build(temperature=0.7).sampling
     assert s.do_sample and s.temperature == 0.7

@@ -11,6 +11,7 @@ from infergate.core.errors import BadRequestError, ValidationError
 from infergate.core.outputs import GenerationResult, PromptInfo, StepEvent, Token
 from infergate.protocols.tgi.convert import (
     TgiCall,
+    completion_stream_fields,
     parse_generate,
     render_response,
     render_stream_event,
@@ -421,3 +422,15 @@ def test_stream_last_event_without_details() -> None:
     payload = render_stream_event(call, info, last, " a b")
     assert payload["generated_text"] == " a b"
     assert payload["details"] is None
+
+
+def test_completion_stream_fields_are_a_tgi_event_whose_text_is_the_chunks() -> None:
+    # The token's text is what the chunk adds, so that joined tokens give generated_text.
+    event = StepEvent(1, Token(7, "\ufffd", -0.5), "")
+    assert completion_stream_fields(event, None) == {
+        "token": {"id": 7, "text": "", "logprob": -0.5, "special": False},
+        "generated_text": None,
+        "details": None,
+    }
+    last = StepEvent(2, Token(9, " b", -0.1), " b", finish_reason="length")
+    assert completion_stream_fields(last, " a b")["generated_text"] == " a b"

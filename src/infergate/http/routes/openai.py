@@ -1,4 +1,4 @@
-"""OpenAI routes: chat completions (also under /models/{id}), completions."""
+"""OpenAI routes: chat completions, completions and embeddings (each also under /models/{id})."""
 
 from __future__ import annotations
 
@@ -23,20 +23,27 @@ from infergate.http.streaming import cancel_on_disconnect, sse_response
 from infergate.http.textgen import compute_type, use_cache, wants_to_wait
 from infergate.protocols import sse
 from infergate.protocols.openai import convert
+from infergate.protocols.tgi.convert import completion_stream_fields
 
 __all__ = ["router"]
 
 router = APIRouter()
 
 # Names clients send when they do not know the served model's id (huggingface_hub sends "dummy", old
-# versions and TGI clients "tgi"): they mean "the model behind this URL".
+# versions and TGI clients "tgi", huggingface.js 4.x the endpoint URL it was given): they mean "the model
+# behind this URL".
 _PLACEHOLDER_MODELS = {None, "", "dummy", "tgi"}
 
 
+def _named_model(body: Any) -> str | None:
+    model = body.get("model") if isinstance(body, dict) else None
+    if not isinstance(model, str) or model in _PLACEHOLDER_MODELS or model.startswith(("http://", "https://")):
+        return None
+    return model
+
+
 async def _admit(request: Request, path_model: str | None, body: Any) -> Ticket:
-    name = path_model
-    if name is None and isinstance(body, dict) and body.get("model") not in _PLACEHOLDER_MODELS:
-        name = body.get("model") if isinstance(body.get("model"), str) else None
+    name = path_model if path_model is not None else _named_model(body)
     return await admit(request, name, wants_to_wait(request, body))
 
 
@@ -176,8 +183,19 @@ async def model_embeddings(model_id: str, request: Request) -> Response:
 
 @router.post("/v1/completions", summary="OpenAI completions")
 async def completions(request: Request) -> Response:
+    return await _completions(request, None, tgi_events=False)
+
+
+# huggingface.js 4.x sends text generation for an endpoint URL (`.../models/{id}`) here, and hands the stream's
+# events to its callers as TGI's: on this route they carry TGI's fields besides OpenAI's.
+@router.post("/models/{model_id:path}/v1/completions", summary="OpenAI completions on a model")
+async def model_completions(model_id: str, request: Request) -> Response:
+    return await _completions(request, model_id, tgi_events=True)
+
+
+async def _completions(request: Request, path_model: str | None, *, tgi_events: bool) -> Response:
     body = await read_json(request)
-    ticket = await _admit(request, None, body)
+    ticket = await _admit(request, path_model, body)
     gateway = get_state(request).gateway
     model = ticket.spec.id
     call = convert.parse_completion(body, ticket.text.limits())
@@ -204,6 +222,7 @@ async def completions(request: Request) -> Response:
 
     async def chunks() -> AsyncIterator[bytes]:
         generated = 0
+        texts = [call.prompts[owner] if call.echo else "" for owner in owners]  # each choice's text so far
         if call.echo:
             for index, owner in enumerate(owners):
                 yield sse.event(
@@ -214,11 +233,14 @@ async def completions(request: Request) -> Response:
                 generated += 1
                 if not event.text and event.finish_reason is None:
                     continue
-                yield sse.event(
-                    convert.completion_chunk(
-                        model, request_id, created, index=index, text=event.text, finish=event.finish_reason
-                    )
+                chunk = convert.completion_chunk(
+                    model, request_id, created, index=index, text=event.text, finish=event.finish_reason
                 )
+                if tgi_events:
+                    texts[index] += event.text
+                    done = event.finish_reason is not None
+                    chunk |= completion_stream_fields(event, texts[index] if done else None)
+                yield sse.event(chunk)
         except InfergateError as exc:
             yield _stream_error(exc)
             return

@@ -1,4 +1,5 @@
-"""OpenAI wire <-> core. Defaults follow OpenAI: sampling at temperature 1 unless `temperature: 0` (greedy)."""
+"""OpenAI wire <-> core. Defaults follow OpenAI: sampling at temperature 1 unless `temperature: 0` (or TGI's
+`do_sample: false`) asks for greedy."""
 
 from __future__ import annotations
 
@@ -119,7 +120,7 @@ def build_request(
 ) -> GenerationRequest:
     """The core request for one choice. ``max_tokens=None``: up to the engine's default cap."""
     temperature = 1.0 if wire.temperature is None else wire.temperature
-    greedy = temperature == 0.0
+    greedy = temperature == 0.0 or wire.do_sample is False
     sampling = SamplingParams(
         do_sample=not greedy,
         temperature=temperature if not greedy else 1.0,

@@ -40,6 +40,7 @@ class _Sampling(_Wire):
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(None, gt=0.0)  # TGI's extension
     top_k: int | None = Field(None, ge=1)  # vLLM's and TGI's extension
+    do_sample: bool | None = None  # TGI's; false is greedy (huggingface.js sends its `parameters` here)
     seed: int | None = Field(None, ge=0, le=2**64 - 1)
     stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1, le=8)

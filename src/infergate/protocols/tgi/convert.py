@@ -16,6 +16,7 @@ from infergate.protocols.wire import parse_wire
 __all__ = [
     "DEFAULT_MAX_NEW_TOKENS",
     "TgiCall",
+    "completion_stream_fields",
     "parse_generate",
     "render_details",
     "render_response",
@@ -203,3 +204,12 @@ def render_stream_event(call: TgiCall, info: PromptInfo, event: StepEvent, text_
                 "input_length": info.input_length,
             }
     return payload
+
+
+def completion_stream_fields(event: StepEvent, generated_text: str | None) -> dict[str, Any]:
+    """TGI's stream-event fields, for an OpenAI completion chunk to carry as well. huggingface.js 4.x streams
+    text generation from an endpoint's `/v1/completions` but hands each event to its caller as TGI's
+    (`chunk.token.text`, then `generated_text`). ``token.text`` is the chunk's text, so that the tokens join
+    into ``generated_text``, which only the last event has."""
+    token = {"id": event.token.id, "text": event.text, "logprob": event.token.logprob, "special": event.token.special}
+    return {"token": token, "generated_text": generated_text, "details": None}
