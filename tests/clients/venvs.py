@@ -49,7 +49,7 @@ def client_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(prefixes) and k != "PYTHONPATH"}
 
 
-def run_client_script(name: str, *args: str, timeout: float = 300) -> dict[str, Any]:
+def run_client_script(name: str, *args: str, timeout: float = 600) -> dict[str, Any]:
     """Run ``tests/clients/NAME/run.py ARGS`` with the client's own Python; return the JSON it prints last."""
     python = client_python(name)
     env = client_env()

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from huggingface_hub import AsyncInferenceClient
+from huggingface_hub import AsyncInferenceClient, InferenceClient
 
 from tests.clients.venvs import run_client_script
 from tests.support.server import MODEL_ID, Server
@@ -459,3 +459,15 @@ def test_hub_async_client(embedder: Server) -> None:
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens <= 4
     assert vectors.shape == (2, 384)
     assert len(scores) == 2 and scores[0] > scores[1]
+
+
+def test_hub_openai_style_chat_on_a_v1_base_url(server: Server) -> None:
+    """`InferenceClient(base_url=".../v1", api_key=...).chat.completions.create(...)`, the OpenAI-style alias the
+    hub documents for drop-in use: POST /v1/chat/completions with the model named in the body."""
+    client = InferenceClient(base_url=f"{server.base_url}/v1", api_key=server.token, timeout=120)
+    out = client.chat.completions.create(model=MODEL_ID, messages=QUESTION, max_tokens=6, temperature=0)
+    assert out.model == MODEL_ID and out.choices[0].message.content
+    chunks = list(
+        client.chat.completions.create(model=MODEL_ID, messages=QUESTION, max_tokens=6, temperature=0, stream=True)
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == out.choices[0].message.content
