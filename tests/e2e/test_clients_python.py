@@ -3,10 +3,10 @@ client and `langchain-huggingface` (each in a venv of its own, see tests/clients
 LiteLLM (in the test venv, tests/clients/requirements.txt), the request bodies of the VS Code extension llm-vscode
 (llm-ls) and of chat-ui's OpenAI endpoint replayed with httpx, and what the huggingface_hub suites left out.
 
-Every client gets `server.token` as its key where it sends one: a placeholder key ("EMPTY", "sk-", a hub token) is
-refused today. No HF_TOKEN from the environment reaches a client (the subprocesses get an environment without it;
-in-process clients get an explicit key). The embedding model loads on first use: `embedder` loads it with
-`x-wait-for-model`, since LangChain and LiteLLM cannot send that header by default."""
+Most clients get `server.token` as their key (placeholder keys and Hub tokens, served as anonymous, are tested in
+test_foreign_tokens.py; chat-ui's default "sk-" here). No HF_TOKEN from the environment reaches a client (the
+subprocesses get an environment without it; in-process clients get an explicit key). The embedding model loads on
+first use; `embedder` makes sure it is loaded with a plain request (which waits for the load)."""
 
 from __future__ import annotations
 
@@ -38,13 +38,8 @@ def no_hub_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="module")
 def embedder(server: Server) -> Server:
-    """The embedding model, loaded (it loads on its first request; most clients cannot ask to wait)."""
-    r = httpx.post(
-        f"{server.base_url}/models/{EMBED_ID}",
-        json={"inputs": "warm up"},
-        headers={"x-wait-for-model": "true"},
-        timeout=300,
-    )
+    """The embedding model, loaded: it loads on its first request, which waits for it."""
+    r = httpx.post(f"{server.base_url}/models/{EMBED_ID}", json={"inputs": "warm up"}, timeout=300)
     assert r.status_code == 200, r.text
     return server
 
@@ -335,9 +330,10 @@ def test_llm_vscode_openai_backend(server: Server) -> None:
 
 
 def _chat_ui_headers(server: Server) -> dict[str, str]:
-    # The openai JS SDK's headers plus chat-ui's own; the key is OPENAI_API_KEY (default "sk-", refused today).
+    # The openai JS SDK's headers plus chat-ui's own; the key is OPENAI_API_KEY, "sk-" unless the user set one
+    # (served as anonymous: it is not an infergate token).
     return {
-        **auth(server),
+        "Authorization": "Bearer sk-",
         "user-agent": "OpenAI/JS 4.104.0",
         "x-stainless-lang": "js",
         "x-stainless-retry-count": "0",

@@ -83,8 +83,9 @@ def sh_commands() -> list[str]:
 
 
 def inline_commands() -> list[str]:
-    """Commands named in the README's prose: `infergate ...` and `.venv/bin/infergate ...` in backticks."""
-    return sorted(set(re.findall(r"`((?:\.venv/bin/)?infergate [a-z][^`]*)`", README)))
+    """Commands named in the README's prose: `infergate ...` and `.venv/bin/infergate ...` in backticks, in the
+    README's order (it creates a user before that user's token)."""
+    return list(dict.fromkeys(re.findall(r"`((?:\.venv/bin/)?infergate [a-z][^`]*)`", README)))
 
 
 def skip_reason(command: str) -> str | None:
