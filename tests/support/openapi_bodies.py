@@ -217,7 +217,7 @@ def _embedding_prompt_name(body: dict[str, Any], route: str) -> None:
         body["parameters"].pop("prompt_name", None)
 
 
-def _openai_model(body: dict[str, Any], route: str) -> None:
+def _served_model(body: dict[str, Any], route: str) -> None:
     """`model` must name a served model of the route's kind (or be left out)."""
     body.pop("model", None)
 
@@ -257,9 +257,16 @@ def _openai_prompts(body: dict[str, Any], route: str) -> None:
 FIXUPS: dict[str, list[Callable[[dict[str, Any], str], None]]] = {
     "GenerateRequest": [_tgi_best_of, _tgi_streaming_details],
     "FeatureExtractionRequest": [_embedding_prompt_name],
-    "EmbeddingsRequest": [_openai_model],
-    "ChatCompletionRequest": [_openai_model, _openai_stop, _openai_logit_bias, _openai_unsupported, _openai_top_logprobs],
-    "CompletionRequest": [_openai_model, _openai_stop, _openai_logit_bias, _openai_unsupported, _openai_prompts],
+    "EmbeddingsRequest": [_served_model],
+    "TokenizeRequest": [_served_model],
+    "ChatCompletionRequest": [
+        _served_model,
+        _openai_stop,
+        _openai_logit_bias,
+        _openai_unsupported,
+        _openai_top_logprobs,
+    ],
+    "CompletionRequest": [_served_model, _openai_stop, _openai_logit_bias, _openai_unsupported, _openai_prompts],
 }
 
 

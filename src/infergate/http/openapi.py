@@ -41,8 +41,9 @@ _ERROR = {
     },
     "required": ["error"],
 }
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"description": description, "content": {"application/json": {"schema": {"$ref": _REF.format(model="Error")}}}}
+    status: {"description": description, "content": _ERROR_CONTENT}
     for status, description in (
         (400, "the body is not JSON, or is meant for another task"),
         (422, "a field has a wrong type or value"),
