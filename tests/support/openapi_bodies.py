@@ -254,6 +254,11 @@ def _openai_prompts(body: dict[str, Any], route: str) -> None:
         body["prompt"] = ["Hello"]
 
 
+def _infill_model(body: dict[str, Any], route: str) -> None:
+    """`suffix` needs a model with infill tokens (GET /v1/models says which: `infill`); the test model has none."""
+    body.pop("suffix", None)
+
+
 FIXUPS: dict[str, list[Callable[[dict[str, Any], str], None]]] = {
     "GenerateRequest": [_tgi_best_of, _tgi_streaming_details],
     "FeatureExtractionRequest": [_embedding_prompt_name],
@@ -266,7 +271,14 @@ FIXUPS: dict[str, list[Callable[[dict[str, Any], str], None]]] = {
         _openai_unsupported,
         _openai_top_logprobs,
     ],
-    "CompletionRequest": [_served_model, _openai_stop, _openai_logit_bias, _openai_unsupported, _openai_prompts],
+    "CompletionRequest": [
+        _served_model,
+        _openai_stop,
+        _openai_logit_bias,
+        _openai_unsupported,
+        _openai_prompts,
+        _infill_model,
+    ],
 }
 
 

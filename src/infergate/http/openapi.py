@@ -17,9 +17,20 @@ from pydantic import BaseModel
 
 from infergate.core.tasks import TEXT_GENERATION, TEXT_TO_IMAGE
 from infergate.protocols import embeddings, images, pipelines
+from infergate.protocols.images import MEDIA_TYPES
 from infergate.protocols.tgi.schemas import GenerateRequest
 
-__all__ = ["ERROR_RESPONSES", "TASK_BODIES", "install", "json_body", "task_body"]
+__all__ = [
+    "ERROR_RESPONSES",
+    "GENERATED",
+    "STREAM",
+    "TASK_ANSWER",
+    "TASK_BODIES",
+    "TOKENS",
+    "install",
+    "json_body",
+    "task_body",
+]
 
 _REF = "#/components/schemas/{model}"
 _COMPONENTS: dict[str, dict[str, Any]] = {}  # filled as the route modules declare their bodies
@@ -50,6 +61,51 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     )
 }
 _COMPONENTS["Error"] = _ERROR
+
+# The answers, where their shape is short to state.
+_SSE = {"text/event-stream": {"schema": {"type": "string", "description": "Server-Sent Events, `data: {json}`"}}}
+_GENERATED_TEXT = {
+    "type": "object",
+    "properties": {"generated_text": {"type": "string"}, "details": {"type": ["object", "null"]}},
+    "required": ["generated_text"],
+}
+GENERATED: dict[int | str, dict[str, Any]] = {
+    200: {"description": "the generated text", "content": {"application/json": {"schema": _GENERATED_TEXT}}}
+}
+STREAM: dict[int | str, dict[str, Any]] = {200: {"description": "one event per token", "content": _SSE}}
+TASK_ANSWER: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the task's answer: `[{generated_text}]` for text-generation (events with `stream`), a "
+        "vector or a list of them for feature-extraction, scores for sentence-similarity, image bytes for "
+        "text-to-image, the transformers pipeline's answer for the other tasks",
+        "content": {
+            "application/json": {"schema": {}},
+            **_SSE,
+            **{media: {"schema": {"type": "string", "contentMediaType": media}} for media in MEDIA_TYPES.values()},
+        },
+    }
+}
+TOKENS: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "the prompt's tokens with their character offsets",
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "integer"},
+                            "text": {"type": "string"},
+                            "start": {"type": "integer"},
+                            "stop": {"type": "integer"},
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
 
 _TEXT_PLAIN = {
     "text/plain": {

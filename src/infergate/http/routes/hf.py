@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from infergate.core.tasks import ALL_TASKS
-from infergate.http.openapi import ERROR_RESPONSES, json_body, task_body
+from infergate.http.openapi import ERROR_RESPONSES, GENERATED, STREAM, TASK_ANSWER, json_body, task_body
 from infergate.http.tasks import task_request
 from infergate.http.textgen import text_generation
 from infergate.protocols.tgi.schemas import GenerateRequest
@@ -32,17 +32,17 @@ _PIPELINE_TASK = (
 
 
 # The HF API and TGI's `/` answer a list and include the prompt by default (the announcement's behaviour).
-@router.post("/", summary="HF Inference API on the default model", openapi_extra=_GENERATE)
+@router.post("/", summary="HF Inference API on the default model", openapi_extra=_GENERATE, responses=TASK_ANSWER)
 async def compat(request: Request) -> Response:
     return await text_generation(request, None, force_stream=None, wrap_list=True, full_text_default=True)
 
 
-@router.post("/generate", summary="TGI generate (a dict)", openapi_extra=_GENERATE)
+@router.post("/generate", summary="TGI generate (a dict)", openapi_extra=_GENERATE, responses=GENERATED)
 async def generate(request: Request) -> Response:
     return await text_generation(request, None, force_stream=False, wrap_list=False, full_text_default=False)
 
 
-@router.post("/generate_stream", summary="TGI generate_stream (SSE)", openapi_extra=_GENERATE)
+@router.post("/generate_stream", summary="TGI generate_stream (SSE)", openapi_extra=_GENERATE, responses=STREAM)
 async def generate_stream(request: Request) -> Response:
     return await text_generation(request, None, force_stream=True, wrap_list=False, full_text_default=False)
 
@@ -51,6 +51,7 @@ async def generate_stream(request: Request) -> Response:
     "/pipeline/{task}/{model_id:path}",
     summary="A model run as the given task (HF API, 0.2x clients)",
     openapi_extra=task_body(_PIPELINE_TASK),
+    responses=TASK_ANSWER,
 )
 async def pipeline(task: _Task, model_id: str, request: Request) -> Response:
     return await task_request(request, model_id, task)
@@ -60,6 +61,7 @@ async def pipeline(task: _Task, model_id: str, request: Request) -> Response:
     "/models/{model_id:path}/pipeline/{task}",
     summary="A model run as the given task (HF router form)",
     openapi_extra=task_body(_PIPELINE_TASK),
+    responses=TASK_ANSWER,
 )
 async def model_pipeline(model_id: str, task: _Task, request: Request) -> Response:
     return await task_request(request, model_id, task)
@@ -72,7 +74,7 @@ def model_routes(router_: APIRouter) -> None:
         "/models/{model_id:path}",
         summary="HF Inference API on a model",
         openapi_extra=task_body(_MODEL_TASK),
-        responses=ERROR_RESPONSES,
+        responses={**ERROR_RESPONSES, **TASK_ANSWER},
     )
     async def model(model_id: str, request: Request) -> Response:
         return await task_request(request, model_id, None)

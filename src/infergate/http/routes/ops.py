@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response
 from infergate.core.engine import ModelEngine, ModelLimits, TextGenerator
 from infergate.core.errors import ValidationError
 from infergate.http.body import read_json
-from infergate.http.openapi import json_body
+from infergate.http.openapi import TOKENS, json_body
 from infergate.http.state import admit, get_state
 from infergate.observability.metrics import render_metrics
 from infergate.protocols.tgi.convert import EXAMPLE
@@ -91,6 +91,7 @@ async def model_info(model_id: str, request: Request) -> dict[str, Any]:
     "/tokenize",
     summary="TGI tokenize: the prompt's tokens with their character offsets",
     openapi_extra=json_body(TokenizeRequest, text_plain=True),
+    responses=TOKENS,
 )
 async def tokenize(request: Request) -> list[dict[str, Any]]:
     body = await read_json(request)

@@ -30,8 +30,7 @@ def _doc(description: str, **bounds: Any) -> Any:
 
 class GenerateParameters(_Wire):
     best_of: int | None = _doc(
-        "generate this many sequences and return the likeliest; above 1 it needs sampling, no `seed` and no "
-        "streaming",
+        "generate this many sequences and return the likeliest; above 1 it needs sampling, no `seed` and no streaming",
         minimum=1,
         maximum=_LIMITS.max_best_of,
     )
@@ -56,8 +55,9 @@ class GenerateParameters(_Wire):
     )
     temperature: float | None = _doc("sampling temperature (turns sampling on)", exclusiveMinimum=0)
     top_k: int | None = _doc("sample from the k likeliest tokens (turns sampling on)", minimum=1)
-    top_n_tokens: int | None = _doc("also return the n likeliest tokens at each step", minimum=0,
-                                    maximum=_LIMITS.max_top_n_tokens)
+    top_n_tokens: int | None = _doc(
+        "also return the n likeliest tokens at each step", minimum=0, maximum=_LIMITS.max_top_n_tokens
+    )
     top_p: float | None = _doc("nucleus sampling (turns sampling on)", exclusiveMinimum=0, exclusiveMaximum=1)
     truncate: int | None = _doc(
         "keep only the prompt's last N tokens; at most the model's max_input_tokens (GET /info)", minimum=1
