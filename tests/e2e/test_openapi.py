@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from openapi_spec_validator import validate
 
@@ -21,7 +21,18 @@ from tests.support.openapi_bodies import bodies
 from tests.support.server import MODEL_ID, Server
 
 EMBEDDING_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-EXAMPLES = settings(max_examples=12, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+# No shrinking: each step is a request to a shared server, and the first failing body says enough.
+EXAMPLES = settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    database=None,
+    derandomize=True,  # the same bodies on every run: a shared suite must not flake
+    phases=[Phase.explicit, Phase.generate],
+)
+# The answers that would mean the schema lied: the body refused (404: a `model` it named is not served). A
+# 5xx is a bug too; a 424 (the engine failed on an accepted body) is the engine's own matter.
+REFUSED = {400, 404, 413, 422}
 
 # (route, the component its body is drawn from)
 ROUTES = [
@@ -65,7 +76,7 @@ def test_bodies_from_the_schema_are_accepted(server: Server, openapi: dict[str, 
         def check(data: st.DataObject) -> None:
             body = data.draw(bodies(openapi, name, route), label="body")
             response = client.post(route, json=body)
-            assert response.status_code == 200, response.text
+            assert response.status_code not in REFUSED and response.status_code < 500, response.text
             if response.headers.get("content-type", "").startswith("text/event-stream"):
                 assert _stream_errors(response) == []
 

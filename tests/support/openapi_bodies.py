@@ -4,13 +4,13 @@
 Bodies are drawn from a component schema made small (short strings and lists, a few generated tokens): a
 subset of what the schema allows, so every body must still be accepted. Rules that a JSON schema cannot state
 (or that the schema's owner has not stated yet) are applied by ``FIXUPS``, one named function per rule: that
-table is the list of what the schema does not say.
+table is the list of what the schema does not say (plus the `_short` ones, which only keep generations to a
+few tokens where a body leaves the length to the server's default).
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -22,10 +22,11 @@ __all__ = ["FIXUPS", "bodies", "component", "refs"]
 MAX_STRING = 24  # characters: a prompt of a few tokens, far below any model's input limit
 MAX_ITEMS = 3
 # Property -> the largest value drawn: generation stays short (the schema's own bound is the tier's limit).
+GENERATED_TOKENS = 2
 CAPS = {
-    "max_new_tokens": 3,
-    "max_tokens": 3,
-    "max_completion_tokens": 3,
+    "max_new_tokens": GENERATED_TOKENS,
+    "max_tokens": GENERATED_TOKENS,
+    "max_completion_tokens": GENERATED_TOKENS,
     "n": 2,
     "truncate": 64,  # <= the model's max_input_tokens, which only GET /info knows
     "dimensions": 16,  # <= the embedding model's dimension (384), which only the model knows
@@ -140,11 +141,11 @@ def _integer(schema: dict[str, Any]) -> st.SearchStrategy[int]:
     if "exclusiveMaximum" in schema:
         high = min(high if high is not None else 2**70, -int(-schema["exclusiveMaximum"]) - 1)
     step = schema.get("multipleOf", 1)
-    low = None if low is None else math.ceil(low / step)
-    high = None if high is None else math.floor(high / step)
+    low = None if low is None else -(-low // step)  # floor division: exact for integers above 2**53
+    high = None if high is None else high // step
     if low is not None and high is not None and low > high:
         return st.nothing()  # no integer in a number's range, such as (0, 1)
-    return st.integers(low, high).map(lambda k: k * step)
+    return st.integers(None if low is None else int(low), None if high is None else int(high)).map(lambda k: k * step)
 
 
 def _number(schema: dict[str, Any]) -> st.SearchStrategy[float | int]:
@@ -191,6 +192,21 @@ _BY_TYPE: dict[str, Callable[[dict[str, Any]], st.SearchStrategy[Any]]] = {
     "array": _array,
     "object": _object,
 }
+
+
+def _tgi_short(body: dict[str, Any], route: str) -> None:
+    """Generation size: a few tokens when the body leaves it to the default (20)."""
+    if not isinstance(body.get("parameters"), dict):
+        body["parameters"] = {}
+    if body["parameters"].get("max_new_tokens") is None:
+        body["parameters"]["max_new_tokens"] = GENERATED_TOKENS
+
+
+def _openai_short(body: dict[str, Any], route: str) -> None:
+    """Generation size: a few tokens when the body leaves it to the default (the model's whole context for a
+    chat)."""
+    if not body.get("max_tokens") and not body.get("max_completion_tokens"):
+        body["max_tokens"] = GENERATED_TOKENS
 
 
 def _tgi_best_of(body: dict[str, Any], route: str) -> None:
@@ -249,9 +265,12 @@ def _openai_top_logprobs(body: dict[str, Any], route: str) -> None:
 
 
 def _openai_prompts(body: dict[str, Any], route: str) -> None:
-    """prompt as a list holds 1 to 4 strings (minItems/maxItems)."""
-    if body.get("prompt") == []:
-        body["prompt"] = ["Hello"]
+    """prompt is a non-empty string (minLength), or a list of 1 to 4 of them (minItems/maxItems)."""
+    prompts = body.get("prompt")
+    if isinstance(prompts, list):
+        body["prompt"] = [p or "Hello" for p in prompts] or ["Hello"]
+    elif not prompts:
+        body["prompt"] = "Hello"
 
 
 def _infill_model(body: dict[str, Any], route: str) -> None:
@@ -260,11 +279,12 @@ def _infill_model(body: dict[str, Any], route: str) -> None:
 
 
 FIXUPS: dict[str, list[Callable[[dict[str, Any], str], None]]] = {
-    "GenerateRequest": [_tgi_best_of, _tgi_streaming_details],
+    "GenerateRequest": [_tgi_short, _tgi_best_of, _tgi_streaming_details],
     "FeatureExtractionRequest": [_embedding_prompt_name],
     "EmbeddingsRequest": [_served_model],
     "TokenizeRequest": [_served_model],
     "ChatCompletionRequest": [
+        _openai_short,
         _served_model,
         _openai_stop,
         _openai_logit_bias,
@@ -272,6 +292,7 @@ FIXUPS: dict[str, list[Callable[[dict[str, Any], str], None]]] = {
         _openai_top_logprobs,
     ],
     "CompletionRequest": [
+        _openai_short,
         _served_model,
         _openai_stop,
         _openai_logit_bias,
