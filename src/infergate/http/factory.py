@@ -11,6 +11,7 @@ from fastapi.responses import Response
 from infergate.http.accounting import Accounting
 from infergate.http.errors import install_error_handlers
 from infergate.http.middleware import BodyLimit
+from infergate.http.openapi import install as install_openapi
 from infergate.http.routes import admin, hf, openai, ops
 from infergate.http.state import AppState
 from infergate.http.streaming import ClientGone
@@ -35,6 +36,7 @@ def create_app(
     app.include_router(hf.router)
     hf.model_routes(app.router)
     install_error_handlers(app)
+    install_openapi(app)
 
     @app.exception_handler(ClientGone)
     async def _gone(request: Request, exc: ClientGone) -> Response:

@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import base64
 import struct
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints
 
 from infergate.core.errors import ValidationError
 from infergate.core.requests import EmbedRequest
+from infergate.protocols.wire import Doc, OptionsField
 
 __all__ = [
+    "EmbeddingsRequest",
     "FE_EXAMPLE",
+    "FeatureExtractionRequest",
+    "SentenceSimilarityRequest",
     "SS_EXAMPLE",
     "is_similarity_body",
     "openai_embeddings_response",
@@ -25,6 +31,76 @@ FE_EXAMPLE = '{"inputs": ["first sentence", "second sentence"], "normalize": tru
 SS_EXAMPLE = '{"inputs": {"source_sentence": "a cat", "sentences": ["a dog", "a car"]}}'
 OPENAI_EXAMPLE = '{"model": "sentence-transformers/all-MiniLM-L6-v2", "input": ["first", "second"]}'
 _DIRECTIONS = {"left": "left", "right": "right"}
+
+
+# The documented bodies (see wire.Doc): what the parse_* functions below accept.
+
+_Texts = str | Annotated[list[str], Field(min_length=1)]
+# "left" or "right", in any case (the parser lowers it).
+_Direction = Annotated[str, StringConstraints(pattern=r"^([Ll][Ee][Ff][Tt]|[Rr][Ii][Gg][Hh][Tt])$")]
+
+
+class _TeiOptions(Doc):
+    normalize: bool | None = Field(None, description="scale each vector to length 1 (default true)")
+    truncate: bool | None = Field(
+        None,
+        description="cut inputs longer than the model reads; false (the default) answers such an input with a 422",
+    )
+    truncation_direction: _Direction | None = Field(None, description='which end to cut: "right" (default) or "left"')
+    prompt_name: str | None = Field(None, description="one of the model's prompts, put before each input")
+    dimensions: int | None = Field(
+        None, ge=1, description="keep the first N dimensions (Matryoshka models); at most the model's dimension"
+    )
+
+
+class FeatureExtractionParameters(_TeiOptions):
+    """TEI's options may sit in `parameters` too (a top-level value wins); no other key: a text generation's
+    parameters here mean the request was meant for another model (400)."""
+
+    model_config = ConfigDict(extra="forbid")
+    encoding_format: Any = Field(None, description="accepted and ignored (the answer is JSON floats)")
+
+
+class FeatureExtractionRequest(_TeiOptions):
+    """feature-extraction: one vector per input (a single vector for a string input)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": ["a cat", "a dog"], "normalize": True}]})
+    inputs: _Texts = Field(description="a string or a non-empty list of strings")
+    parameters: FeatureExtractionParameters | None = None
+    stream: Literal[False] | None = Field(None, description="embeddings do not stream")
+    options: OptionsField = None
+
+
+class SentenceSimilarityInputs(Doc):
+    source_sentence: str
+    sentences: Annotated[list[str], Field(min_length=1)]
+
+
+class SentenceSimilarityRequest(Doc):
+    """sentence-similarity: the cosine similarity of `source_sentence` to each of `sentences`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"inputs": {"source_sentence": "a cat", "sentences": ["a dog", "a car"]}}]}
+    )
+    inputs: SentenceSimilarityInputs
+    options: OptionsField = None
+
+
+class EmbeddingsRequest(Doc):
+    """OpenAI's `/v1/embeddings` body."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"model": "sentence-transformers/all-MiniLM-L6-v2", "input": ["first", "second"]}]
+        }
+    )
+    model: str | None = Field(None, description="an embedding model; the first one in the catalog when absent")
+    input: _Texts = Field(description="a string or a non-empty list of strings (not token ids)")
+    encoding_format: Literal["float", "base64"] | None = Field(
+        None, description='"float" (default) or "base64" (little-endian float32)'
+    )
+    dimensions: int | None = Field(None, ge=1, description="keep the first N dimensions; at most the model's")
+    user: str | None = None
 
 
 def is_similarity_body(body: Any) -> bool:

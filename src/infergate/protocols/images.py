@@ -6,14 +6,42 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ConfigDict, Field
+
 from infergate.core.errors import NotAcceptableError, ValidationError
 from infergate.core.requests import ImageRequest
+from infergate.protocols.wire import Doc, NonBlank, OptionsField
 
-__all__ = ["EXAMPLE", "MEDIA_TYPES", "choose_format", "parse_text_to_image"]
+__all__ = ["EXAMPLE", "MEDIA_TYPES", "TextToImageRequest", "choose_format", "parse_text_to_image"]
 
 EXAMPLE = '{"inputs": "an astronaut riding a horse", "parameters": {"width": 512, "height": 512, "seed": 1}}'
 MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 _BY_MEDIA_TYPE = {v: k for k, v in MEDIA_TYPES.items()} | {"image/jpg": "jpeg"}
+
+
+class TextToImageParameters(Doc):
+    negative_prompt: str | None = Field(None, description="what the image should not show")
+    guidance_scale: float | None = Field(None, ge=0, le=100, description="how closely to follow the prompt")
+    width: int | None = Field(None, ge=8, multiple_of=8, description="pixels, a multiple of 8")
+    height: int | None = Field(None, ge=8, multiple_of=8, description="pixels, a multiple of 8")
+    num_inference_steps: int | None = Field(None, ge=1, description="denoising steps")
+    seed: int | None = Field(None, ge=0, lt=2**63, description="the same seed and prompt give the same image")
+    scheduler: str | None = Field(None, description="a scheduler class compatible with the model's pipeline")
+
+
+class TextToImageRequest(Doc):
+    """text-to-image: the image's bytes, in the format the Accept header asks for (JPEG by default)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"inputs": "an astronaut riding a horse", "parameters": {"width": 512, "height": 512, "seed": 1}}
+            ]
+        }
+    )
+    inputs: NonBlank = Field(description="the prompt")
+    parameters: TextToImageParameters | None = None
+    options: OptionsField = None
 
 
 def choose_format(accept: str | None) -> str:

@@ -5,11 +5,15 @@ here, with messages that show a good body), and the answer in the shape the clie
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import ConfigDict, Field, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from infergate.core.errors import ValidationError
+from infergate.protocols.wire import Doc, NonBlank, OptionsField, omit_null_defaults
 
-__all__ = ["EXAMPLES", "parse", "render"]
+__all__ = ["EXAMPLES", "REQUESTS", "parse", "render"]
 
 EXAMPLES = {
     "fill-mask": '{"inputs": "Paris is the [MASK] of France.", "parameters": {"top_k": 3}}',
@@ -36,6 +40,162 @@ _GENERATE = {
     "early_stopping": bool,
 }
 _AGGREGATIONS = ("none", "simple", "first", "average", "max")
+
+
+# The documented bodies (see wire.Doc), one per task: what `parse` accepts. A parameter sent as null is absent.
+
+
+class _Body(Doc):
+    inputs: NonBlank = Field(description="the text")
+    options: OptionsField = None
+
+
+class FillMaskParameters(Doc):
+    top_k: int | None = Field(None, ge=1, description="how many guesses for the mask (default 5)")
+    targets: str | list[str] | None = Field(None, description="score only these words")
+
+
+class FillMaskRequest(_Body):
+    """fill-mask: `inputs` holds the model's mask token."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": "Paris is the [MASK] of France."}]})
+    parameters: FillMaskParameters | None = None
+
+
+class TextClassificationParameters(Doc):
+    top_k: int | None = Field(None, ge=1, description="how many labels (default: the best one)")
+    function_to_apply: Literal["sigmoid", "softmax", "none"] | None = None
+
+
+class TextClassificationRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": "I like you."}]})
+    parameters: TextClassificationParameters | None = None
+
+
+class TokenClassificationParameters(Doc):
+    aggregation_strategy: Literal["none", "simple", "first", "average", "max"] | None = Field(
+        None, description='how to group sub-word tokens into entities (default "simple")'
+    )
+    ignore_labels: list[str] | None = None
+
+
+class TokenClassificationRequest(_Body):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"inputs": "My name is Sarah."}]})
+    parameters: TokenClassificationParameters | None = None
+
+
+# A comma-separated string needs one label in it.
+_LabelList = Annotated[str, StringConstraints(pattern=r"[^,\s]")]
+
+
+class ZeroShotParameters(Doc):
+    candidate_labels: Annotated[list[str], Field(min_length=1)] | _LabelList = Field(
+        description="the labels to choose from: a list, or one comma-separated string"
+    )
+    multi_label: bool | None = Field(None, description="score each label on its own instead of summing to 1")
+    hypothesis_template: Annotated[str, StringConstraints(pattern=r"\{\}")] | None = Field(
+        None, description='the NLI hypothesis, with "{}" where the label goes'
+    )
+
+
+class ZeroShotClassificationRequest(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"inputs": "I loved it.", "parameters": {"candidate_labels": ["good", "bad"]}}]}
+    )
+    parameters: ZeroShotParameters
+
+
+class QuestionAnsweringInputs(Doc):
+    question: str
+    context: str
+
+
+class QuestionAnsweringParameters(Doc):
+    top_k: int | None = Field(None, ge=1)
+    max_answer_len: int | None = Field(None, ge=1)
+    max_question_len: int | None = Field(None, ge=1)
+    doc_stride: int | None = Field(None, ge=1)
+    handle_impossible_answer: bool | None = None
+
+
+class QuestionAnsweringRequest(Doc):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"inputs": {"question": "Where do I live?", "context": "I live in Paris."}}]}
+    )
+    inputs: QuestionAnsweringInputs
+    parameters: QuestionAnsweringParameters | None = None
+    options: OptionsField = None
+
+
+class Seq2SeqGenerateParameters(Doc):
+    """What a seq2seq task passes to generate() (the `_GENERATE` table); no other key, and no nulls."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=omit_null_defaults)
+    max_new_tokens: Annotated[int, Field(ge=1, le=_MAX_NEW_TOKENS)] | SkipJsonSchema[None] = Field(
+        None, description="default 64"
+    )
+    min_new_tokens: int | SkipJsonSchema[None] = None
+    num_beams: int | SkipJsonSchema[None] = None
+    do_sample: bool | SkipJsonSchema[None] = None
+    temperature: float | SkipJsonSchema[None] = None
+    top_k: int | SkipJsonSchema[None] = None
+    top_p: float | SkipJsonSchema[None] = None
+    repetition_penalty: float | SkipJsonSchema[None] = None
+    no_repeat_ngram_size: int | SkipJsonSchema[None] = None
+    early_stopping: bool | SkipJsonSchema[None] = None
+
+
+class Seq2SeqParameters(Doc):
+    """`generate_parameters` is the current form; the same names at the top of `parameters` are the legacy
+    one (`generate_parameters` wins)."""
+
+    generate_parameters: Seq2SeqGenerateParameters | None = None
+    clean_up_tokenization_spaces: bool | None = None
+    max_new_tokens: int | None = Field(None, ge=1, le=_MAX_NEW_TOKENS, description="legacy")
+    min_new_tokens: int | None = Field(None, description="legacy")
+    num_beams: int | None = Field(None, description="legacy")
+    do_sample: bool | None = Field(None, description="legacy")
+    temperature: float | None = Field(None, description="legacy")
+    top_k: int | None = Field(None, description="legacy")
+    top_p: float | None = Field(None, description="legacy")
+    repetition_penalty: float | None = Field(None, description="legacy")
+    no_repeat_ngram_size: int | None = Field(None, description="legacy")
+    early_stopping: bool | None = Field(None, description="legacy")
+
+
+class TranslationParameters(Seq2SeqParameters):
+    src_lang: str | None = None
+    tgt_lang: str | None = None
+
+
+class Seq2SeqRequest(_Body):
+    """summarization and text2text-generation."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"inputs": "A long text ...", "parameters": {"generate_parameters": {"max_new_tokens": 40}}}]
+        }
+    )
+    parameters: Seq2SeqParameters | None = None
+
+
+class TranslationRequest(_Body):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"inputs": "Hello", "parameters": {"src_lang": "en", "tgt_lang": "fr"}}]}
+    )
+    parameters: TranslationParameters | None = None
+
+
+REQUESTS: dict[str, type[Doc]] = {
+    "fill-mask": FillMaskRequest,
+    "text-classification": TextClassificationRequest,
+    "token-classification": TokenClassificationRequest,
+    "zero-shot-classification": ZeroShotClassificationRequest,
+    "question-answering": QuestionAnsweringRequest,
+    "summarization": Seq2SeqRequest,
+    "translation": TranslationRequest,
+    "text2text-generation": Seq2SeqRequest,
+}
 
 
 def _fail(task: str, message: str) -> ValidationError:

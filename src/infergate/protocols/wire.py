@@ -1,14 +1,16 @@
-"""Helpers every protocol shares: parse a wire model, and say what was wrong in words a user can act on."""
+"""Helpers every protocol shares: parse a wire model, say what was wrong in words a user can act on, and the
+pieces of the documented request bodies (`/openapi.json`) that several protocols use."""
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import pydantic
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema
 
 from infergate.core.errors import ValidationError
 
-__all__ = ["parse_wire"]
+__all__ = ["Doc", "InferenceOptions", "NonBlank", "OptionsField", "omit_null_defaults", "parse_wire"]
 
 M = TypeVar("M", bound=pydantic.BaseModel)
 
@@ -29,3 +31,45 @@ def parse_wire(model: type[M], data: Any, example: str) -> M:
     except pydantic.ValidationError as exc:
         problems = "; ".join(_describe(e) for e in exc.errors(include_url=False)[:5])
         raise ValidationError(f"{problems}. Expected a body like {example}") from None
+
+
+class Doc(BaseModel):
+    """Base of the models that only document a body which a hand-written parser reads (the parser's own
+    messages stay as they are); `tests/unit/test_openapi_bodies.py` checks that what they allow is accepted.
+    Unknown keys are ignored, as the parsers do."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+def omit_null_defaults(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` for a model whose fields may be left out but not sent as null: "default: null"
+    would contradict their types."""
+    for prop in schema.get("properties", {}).values():
+        if prop.get("default", ...) is None:
+            del prop["default"]
+
+
+# A string with something other than whitespace in it (the parsers' `inputs.strip()` check).
+NonBlank = Annotated[str, StringConstraints(pattern=r"\S")]
+
+
+class InferenceOptions(BaseModel):
+    """The HF task API's `options`: how to serve the call, not what to compute (a value of another type is
+    ignored)."""
+
+    model_config = ConfigDict(extra="allow", title="InferenceOptions")
+    use_cache: bool | None = Field(
+        None, description="false: compute afresh instead of answering from the result cache (header x-use-cache wins)"
+    )
+    wait_for_model: bool | None = Field(
+        None,
+        description="true: wait while the model loads instead of a 503 with `estimated_time` (header "
+        "x-wait-for-model wins)",
+    )
+
+
+# `options` as the parsers read it (a plain dict), documented as InferenceOptions.
+OptionsField = Annotated[
+    dict[str, Any] | None,
+    WithJsonSchema({"anyOf": [InferenceOptions.model_json_schema(), {"type": "null"}]}),
+]

@@ -8,10 +8,11 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from infergate.core.errors import BadRequestError, ForbiddenError, NotFoundError
 from infergate.http.body import read_json
+from infergate.http.openapi import json_body
 from infergate.http.state import client_address, get_state
 from infergate.protocols.wire import parse_wire
 from infergate.store.store import Store, StoreConflict, StoreError, StoreNotFound
@@ -21,19 +22,21 @@ __all__ = ["router"]
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-class _NewUser(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+class NewUser(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"name": "alice", "tier": "pro"}]}
+    )
     name: str
-    tier: str = "free"
+    tier: str = Field("free", description="one of the configured tiers (not anonymous)")
     admin: bool = False
 
 
-class _Tier(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-    tier: str
+class TierChange(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"tier": "pro"}]})
+    tier: str = Field(description="one of the configured tiers (not anonymous)")
 
 
-class _Revoke(BaseModel):
+class RevokeToken(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     token: str
 
@@ -75,18 +78,18 @@ async def list_users(request: Request) -> list[dict[str, Any]]:
     return [_json(u) for u in await _call(store.list_users)]
 
 
-@router.post("/users", status_code=201)
+@router.post("/users", status_code=201, openapi_extra=json_body(NewUser))
 async def create_user(request: Request) -> dict[str, Any]:
     store = await _store(request)
-    new = parse_wire(_NewUser, await read_json(request), '{"name": "alice", "tier": "pro"}')
+    new = parse_wire(NewUser, await read_json(request), '{"name": "alice", "tier": "pro"}')
     _check_tier(request, new.tier)
     return _json(await _call(store.create_user, new.name, new.tier, new.admin))
 
 
-@router.patch("/users/{name}")
+@router.patch("/users/{name}", openapi_extra=json_body(TierChange))
 async def set_tier(name: str, request: Request) -> dict[str, Any]:
     store = await _store(request)
-    tier = parse_wire(_Tier, await read_json(request), '{"tier": "pro"}').tier
+    tier = parse_wire(TierChange, await read_json(request), '{"tier": "pro"}').tier
     _check_tier(request, tier)
     user = await _call(store.set_tier, name, tier)
     get_state(request).gateway.authenticator.forget()  # the new tier applies at once
@@ -107,10 +110,10 @@ async def list_tokens(name: str, request: Request) -> list[dict[str, Any]]:
     return [_json(t) for t in await _call(store.list_tokens, name)]
 
 
-@router.post("/tokens/revoke")
+@router.post("/tokens/revoke", openapi_extra=json_body(RevokeToken))
 async def revoke_token(request: Request) -> dict[str, Any]:
     store = await _store(request)
-    token = parse_wire(_Revoke, await read_json(request), '{"token": "ig_..."}').token
+    token = parse_wire(RevokeToken, await read_json(request), '{"token": "ig_..."}').token
     info = await _call(store.revoke_token, token)
     get_state(request).gateway.authenticator.forget()  # revoked at once, not after the cache's TTL
     return _json(info)

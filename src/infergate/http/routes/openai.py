@@ -18,11 +18,14 @@ from infergate.http.body import read_json
 from infergate.http.embeddings import openai_embeddings
 from infergate.http.errors import openai_error, status_for
 from infergate.http.headers import compute_headers
+from infergate.http.openapi import json_body
 from infergate.http.state import admit, get_state
 from infergate.http.streaming import cancel_on_disconnect, sse_response
 from infergate.http.textgen import compute_type, use_cache, wants_to_wait
 from infergate.protocols import sse
+from infergate.protocols.embeddings import EmbeddingsRequest
 from infergate.protocols.openai import convert
+from infergate.protocols.openai.schemas import ChatCompletionRequest, CompletionRequest
 from infergate.protocols.tgi.convert import completion_stream_fields
 
 __all__ = ["router"]
@@ -161,34 +164,46 @@ def _stream_headers(ticket: Ticket, characters: int, prompt_tokens: int) -> dict
     }
 
 
-@router.post("/v1/chat/completions", summary="OpenAI chat completions")
+@router.post("/v1/chat/completions", summary="OpenAI chat completions", openapi_extra=json_body(ChatCompletionRequest))
 async def chat(request: Request) -> Response:
     return await _chat(request, None)
 
 
-@router.post("/models/{model_id:path}/v1/chat/completions", summary="OpenAI chat completions on a model")
+@router.post(
+    "/models/{model_id:path}/v1/chat/completions",
+    summary="OpenAI chat completions on a model",
+    openapi_extra=json_body(ChatCompletionRequest),
+)
 async def model_chat(model_id: str, request: Request) -> Response:
     return await _chat(request, model_id)
 
 
-@router.post("/v1/embeddings", summary="OpenAI embeddings")
+@router.post("/v1/embeddings", summary="OpenAI embeddings", openapi_extra=json_body(EmbeddingsRequest))
 async def embeddings(request: Request) -> Response:
     return await openai_embeddings(request, None)
 
 
-@router.post("/models/{model_id:path}/v1/embeddings", summary="OpenAI embeddings on a model")
+@router.post(
+    "/models/{model_id:path}/v1/embeddings",
+    summary="OpenAI embeddings on a model",
+    openapi_extra=json_body(EmbeddingsRequest),
+)
 async def model_embeddings(model_id: str, request: Request) -> Response:
     return await openai_embeddings(request, model_id)
 
 
-@router.post("/v1/completions", summary="OpenAI completions")
+@router.post("/v1/completions", summary="OpenAI completions", openapi_extra=json_body(CompletionRequest))
 async def completions(request: Request) -> Response:
     return await _completions(request, None, tgi_events=False)
 
 
 # huggingface.js 4.x sends text generation for an endpoint URL (`.../models/{id}`) here, and hands the stream's
 # events to its callers as TGI's: on this route they carry TGI's fields besides OpenAI's.
-@router.post("/models/{model_id:path}/v1/completions", summary="OpenAI completions on a model")
+@router.post(
+    "/models/{model_id:path}/v1/completions",
+    summary="OpenAI completions on a model",
+    openapi_extra=json_body(CompletionRequest),
+)
 async def model_completions(model_id: str, request: Request) -> Response:
     return await _completions(request, model_id, tgi_events=True)
 

@@ -10,9 +10,11 @@ from fastapi.responses import JSONResponse, Response
 from infergate.core.engine import ModelEngine, ModelLimits, TextGenerator
 from infergate.core.errors import ValidationError
 from infergate.http.body import read_json
+from infergate.http.openapi import TOKENS, json_body
 from infergate.http.state import admit, get_state
 from infergate.observability.metrics import render_metrics
 from infergate.protocols.tgi.convert import EXAMPLE
+from infergate.protocols.tgi.schemas import TokenizeRequest
 
 __all__ = ["router"]
 
@@ -85,7 +87,12 @@ async def model_info(model_id: str, request: Request) -> dict[str, Any]:
     return _info(request, model_id)
 
 
-@router.post("/tokenize", summary="TGI tokenize: the prompt's tokens with their character offsets")
+@router.post(
+    "/tokenize",
+    summary="TGI tokenize: the prompt's tokens with their character offsets",
+    openapi_extra=json_body(TokenizeRequest, text_plain=True),
+    responses=TOKENS,
+)
 async def tokenize(request: Request) -> list[dict[str, Any]]:
     body = await read_json(request)
     inputs = body.get("inputs") if isinstance(body, dict) else body
