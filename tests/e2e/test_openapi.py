@@ -31,8 +31,8 @@ EXAMPLES = settings(
     phases=[Phase.explicit, Phase.generate],
 )
 # The answers that would mean the schema lied: the body refused (404: a `model` it named is not served). A
-# 5xx is a bug too; a 424 (the engine failed on an accepted body) is the engine's own matter.
-REFUSED = {400, 404, 413, 422}
+# 5xx or a 424 (the engine failed on an accepted body) is a bug too.
+REFUSED = {400, 404, 413, 422, 424}
 
 # (route, the component its body is drawn from)
 ROUTES = [

@@ -140,3 +140,10 @@ def test_low_temperature_sampling_concentrates_on_argmax() -> None:
     logits = random_logits(20, seed=7)
     sampled = choices(SamplingParams(do_sample=True, temperature=0.001, seed=3), logits)
     assert sampled == [int(torch.argmax(x)) for x in logits]
+
+
+def test_the_smallest_positive_temperature_samples_the_argmax_instead_of_failing() -> None:
+    """5e-324 is a valid temperature (strictly positive); logits / t would overflow to inf and the softmax to NaN."""
+    logits = random_logits(5, seed=8)
+    sampled = choices(SamplingParams(do_sample=True, temperature=5e-324, seed=1), logits)
+    assert sampled == [int(torch.argmax(x)) for x in logits]

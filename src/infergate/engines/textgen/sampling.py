@@ -25,6 +25,9 @@ from infergate.core.params import SamplingParams
 __all__ = ["Choice", "TokenChooser"]
 
 
+_MIN_TEMPERATURE = 1e-5
+
+
 @dataclass(frozen=True, slots=True)
 class Choice:
     token_id: int
@@ -58,7 +61,9 @@ class TokenChooser:
         self._warpers = LogitsProcessorList()
         if params.do_sample:
             if params.temperature != 1.0:
-                self._warpers.append(TemperatureLogitsWarper(params.temperature))
+                # A positive temperature is valid (TGI's rule), but below the floor logits / t overflow to inf and
+                # the softmax gives NaN; at the floor the choice is already the greedy one.
+                self._warpers.append(TemperatureLogitsWarper(max(params.temperature, _MIN_TEMPERATURE)))
             if params.top_k is not None:
                 self._warpers.append(TopKLogitsWarper(params.top_k))
             if params.top_p < 1.0:
