@@ -125,12 +125,8 @@ def test_tgi_async_client(tgi: dict[str, Any]) -> None:
     assert out["stream"][-1]["generated_text"] == out["generate"]["generated_text"], "greedy: the same text"
 
 
-@pytest.mark.xfail(
-    reason="text-generation's ChatComplete requires system_fingerprint to be a str; /v1/ routes send null "
-    "(protocols/openai/convert.py; TGI sends '<version>-native')",
-    strict=False,
-)
 def test_tgi_chat(tgi: dict[str, Any]) -> None:
+    """text-generation's ChatComplete requires `system_fingerprint` to be a string (TGI sends '<version>-native')."""
     out = _ok(tgi, "chat")
     assert out["choices"][0]["message"]["content"]
     assert out["model"] == "tgi" or out["model"] == MODEL_ID

@@ -34,13 +34,15 @@ def http(server: Server) -> Iterator[httpx.Client]:
 
 def _json_error(r: httpx.Response, status: int) -> str:
     """The response is `status` with a JSON error body; return the message. OpenAI routes use OpenAI's shape
-    `{"error": {"message": ...}}` (the openai SDK shows only that); the others `{"error": "..."}`."""
+    `{"error": {"message", "type", "param", "code"}}` (the openai SDK shows only the message); the others
+    `{"error": "..."}`."""
     assert r.status_code == status, r.text
     assert r.headers["content-type"].startswith("application/json")
     body = r.json()
     assert isinstance(body, dict)
     if "/v1/" in r.request.url.path:
-        assert isinstance(body["error"], dict) and body["error"]["code"] == status
+        assert isinstance(body["error"], dict) and set(body["error"]) == {"message", "type", "param", "code"}
+        assert isinstance(body["error"]["type"], str)
         message = body["error"]["message"]
     else:
         message = body["error"]

@@ -1,7 +1,8 @@
 """Code infilling: the announcement's `<PRE> {prefix} <SUF>{suffix} <MID>` prompt reaches a model whose
 tokenizer has those markers as special tokens, `<EOT>` ends the middle, and OpenAI's `/v1/completions` with
 `suffix` builds the family's infill prompt itself. The code model is a tiny random Llama with Code Llama's
-tokens (no real code model ships as a package); a model without infill tokens gets a clear 422."""
+tokens (no real code model ships as a package); a model without infill tokens gets a clear 400 (OpenAI's status
+for a bad parameter)."""
 
 from __future__ import annotations
 
@@ -80,19 +81,20 @@ def test_eot_ends_the_middle(oai: openai.OpenAI, code_model: Path) -> None:
     assert out.choices[0].text == ""  # the end token is not part of the middle
 
 
-def test_a_model_without_infill_tokens_is_a_clear_422(server: Server) -> None:
+def test_a_model_without_infill_tokens_is_a_clear_400(server: Server) -> None:
     with openai.OpenAI(base_url=f"{server.base_url}/v1", api_key=server.token, max_retries=0) as client:
-        with pytest.raises(openai.UnprocessableEntityError) as refused:
+        with pytest.raises(openai.BadRequestError) as refused:
             client.completions.create(model=MODEL_ID, prompt=PREFIX, suffix=SUFFIX, max_tokens=4)
     assert f"model {MODEL_ID} has no infill tokens" in refused.value.message
     assert "call a code model that has them" in refused.value.message
+    assert refused.value.response.json()["error"]["param"] == "suffix"
 
 
 def test_the_catalog_says_and_sets_each_models_infill_format(oai: openai.OpenAI, code_server: Server) -> None:
     oai.completions.create(model=CODE_ID, prompt=PREFIX, max_tokens=1)  # loaded
     listed = {m["id"]: m for m in httpx.get(f"{code_server.base_url}/v1/models", timeout=10).json()["data"]}
     assert listed[CODE_ID]["infill"] == "codellama"
-    with pytest.raises(openai.UnprocessableEntityError) as off:
+    with pytest.raises(openai.BadRequestError) as off:
         oai.completions.create(model=NO_INFILL_ID, prompt=PREFIX, suffix=SUFFIX, max_tokens=2)
     assert f"model {NO_INFILL_ID} has no infill tokens" in off.value.message
     with pytest.raises(openai.InternalServerError) as wrong:

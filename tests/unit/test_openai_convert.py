@@ -93,19 +93,27 @@ def test_more_than_four_stops_rejected() -> None:
     assert completion_error(stop=list("abcde")) == expected
 
 
+def refused(**fields: Any) -> BadRequestError:
+    with pytest.raises(BadRequestError) as info:
+        chat(**fields)
+    return info.value
+
+
 def test_tools_rejected() -> None:
     tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
-    assert "`tools`" in chat_error(tools=tools)
+    error = refused(tools=tools)
+    assert "`tools`" in str(error) and error.param == "tools"
 
 
 @pytest.mark.parametrize("kind", ["json_object", "json_schema"])
 def test_json_response_format_rejected_clearly(kind: str) -> None:
-    message = chat_error(response_format={"type": kind})
-    assert "`response_format`" in message and kind in message and "not supported" in message
+    error = refused(response_format={"type": kind})
+    assert "`response_format`" in str(error) and "not supported" in str(error)
+    assert error.param == "response_format"
 
 
 def test_text_response_format_accepted() -> None:
-    assert chat(response_format={"type": "text"}).wire.response_format == {"type": "text"}
+    assert chat(response_format={"type": "text"}).n == 1  # accepted: plain text is what the server answers
 
 
 def test_suffix_is_kept_for_the_infill_prompt() -> None:
@@ -117,7 +125,9 @@ def test_top_logprobs_needs_logprobs() -> None:
     assert chat_error(top_logprobs=2) == "Input validation error: `top_logprobs` needs `logprobs: true`"
     call = chat(top_logprobs=2, logprobs=True)
     assert (call.logprobs, call.top_logprobs) == (True, 2)
-    assert "top_logprobs" in chat_error(top_logprobs=6, logprobs=True)
+    assert chat(top_logprobs=20, logprobs=True).top_logprobs == 20  # OpenAI's range is 0..20
+    assert "top_logprobs" in chat_error(top_logprobs=21, logprobs=True)
+    assert "logprobs" in completion_error(logprobs=6)  # the legacy completions' range is 0..5
 
 
 def test_logit_bias_keys_must_be_token_ids() -> None:
@@ -144,6 +154,129 @@ def test_completion_prompts() -> None:
     assert "`prompt`" in completion_error(prompt=[])
     assert "`prompt`" in completion_error(prompt=list("abcde"))
     assert "`best_of`" in completion_error(best_of=2)
+
+
+def test_completion_prompts_as_token_ids() -> None:
+    """OpenAI's four prompt forms: a string, strings, token ids, lists of token ids (lm-eval sends the last)."""
+    assert completion(prompt=[1, 2, 3]).prompts == [(1, 2, 3)]
+    assert completion(prompt=[[1, 2], [3]]).prompts == [(1, 2), (3,)]
+    request = build_request(completion().wire, (5, 6), max_tokens=1, top_n=0, add_special_tokens=True)
+    assert request.prompt_ids == (5, 6) and request.prompt == ""
+    assert "`prompt`" in completion_error(prompt=[[]])
+    assert "`prompt`" in completion_error(prompt=[1, "a"])
+    assert "`suffix`" in completion_error(prompt=[1, 2], suffix="x")
+
+
+def test_max_tokens_zero_needs_echo() -> None:
+    call = completion(max_tokens=0, echo=True, logprobs=1)
+    assert call.max_tokens == 0 and call.prompt_details
+    with pytest.raises(ValidationError) as info:
+        completion(max_tokens=0)
+    assert info.value.param == "max_tokens"
+    assert completion().max_tokens == 16  # OpenAI's default
+    assert "`max_tokens`" in chat_error(max_tokens=0)
+
+
+def test_prompt_details_only_when_the_prompt_comes_back() -> None:
+    assert not completion(logprobs=1).prompt_details
+    assert not completion(echo=True).prompt_details  # the text prompt itself is echoed
+    assert completion(echo=True, prompt=[1, 2]).prompt_details  # token ids: their text comes from the engine
+
+
+def test_unknown_fields_are_refused_naming_them() -> None:
+    with pytest.raises(BadRequestError) as info:
+        chat(foo=1, bar=2)
+    assert str(info.value) == "Unrecognized request argument supplied: foo, bar"
+    assert info.value.param == "foo"
+    with pytest.raises(BadRequestError, match="Unrecognized request argument supplied: typo"):
+        completion(typo=True)
+
+
+OPENAI_CHAT_FIELDS = {
+    "frequency_penalty": 0.1,
+    "logit_bias": {"1": 1},
+    "logprobs": True,
+    "top_logprobs": 2,
+    "max_tokens": 5,
+    "max_completion_tokens": 5,
+    "n": 1,
+    "presence_penalty": 0.1,
+    "response_format": {"type": "text"},
+    "seed": 1,
+    "service_tier": "auto",
+    "stop": ["x"],
+    "stream": False,
+    "stream_options": {"include_usage": True},
+    "temperature": 0.5,
+    "top_p": 0.9,
+    "tools": [],
+    "tool_choice": "none",
+    "parallel_tool_calls": False,
+    "user": "u",
+    "metadata": {"k": "v"},
+    "store": False,
+    "modalities": ["text"],
+    "prediction": {"type": "content", "content": "x"},
+    "function_call": "auto",
+    "functions": [],
+    "prompt_cache_key": "k",
+    "safety_identifier": "s",
+    # vLLM's and TGI's extensions
+    "top_k": 40,
+    "min_p": 0.05,
+    "repetition_penalty": 1.1,
+    "typical_p": 0.9,
+    "ignore_eos": False,
+    "include_stop_str_in_output": False,
+    "truncate_prompt_tokens": 100,
+    "add_generation_prompt": True,
+    "add_special_tokens": False,
+    "skip_special_tokens": True,
+    "tool_prompt": "You have tools",
+    "options": {"wait_for_model": True},
+}
+
+
+def test_every_field_clients_send_is_known() -> None:
+    call = chat(**OPENAI_CHAT_FIELDS)
+    s = build_request(call.wire, "p", max_tokens=5, top_n=2, add_special_tokens=False).sampling
+    assert (s.top_k, s.min_p, s.typical_p) == (40, 0.05, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("audio", {"voice": "alloy", "format": "wav"}),
+        ("modalities", ["text", "audio"]),
+        ("reasoning_effort", "low"),
+        ("web_search_options", {}),
+        ("tool_choice", "required"),
+        ("functions", [{"name": "f"}]),
+        ("guided_json", {"type": "object"}),
+        ("use_beam_search", True),
+        ("echo", True),
+    ],
+)
+def test_fields_the_server_cannot_honour_are_refused_naming_them(field: str, value: Any) -> None:
+    error = refused(**{field: value})
+    assert error.param == field
+    assert f"`{field}` is not supported by this server" in str(error)
+
+
+def test_validation_errors_name_their_parameter() -> None:
+    for fields, param in [
+        ({"temperature": 3}, "temperature"),
+        ({"messages": [{"role": "nobody", "content": "x"}]}, "messages[0].role"),
+        ({"stop": list("abcde")}, "stop"),
+        ({"logit_bias": {"x": 1}}, "logit_bias"),
+        ({"top_logprobs": 2}, "top_logprobs"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            chat(**fields)
+        assert info.value.param == param, fields
+    with pytest.raises(ValidationError) as info:
+        completion(prompt=3)
+    assert info.value.param == "prompt"
 
 
 def test_stream_options() -> None:
@@ -296,6 +429,37 @@ def test_completion_response_usage_counts_each_prompt_once() -> None:
     assert [c["index"] for c in out["choices"]] == [0, 1, 2, 3]
     assert [c["text"] for c in out["choices"]] == ["p0a", "p0b", "p1c", "p1d"]  # echo prepends the prompt
     assert out["usage"] == {"prompt_tokens": 14, "completion_tokens": 10, "total_tokens": 24}
+
+
+def test_completion_echo_logprobs_put_the_prompt_first() -> None:
+    """OpenAI's (and vLLM's) echo: the prompt's tokens with their logprobs (the first has none), then the
+    generated ones; text_offset is where each token starts in the returned text."""
+    call = completion(prompt=[7, 8, 9], echo=True, logprobs=1, max_tokens=1)
+    r = result("", 3, 0, "length")
+    r.prefill = (Token(7, "He", None), Token(8, "llo", -1.5), Token(9, " wor", -2.0))
+    r.prefill_pieces = ("He", "llo", " wor")
+    r.prefill_top = ((), (Token(8, "llo", -1.5),), (Token(5, "!", -0.5),))
+    r.tokens, r.top_tokens, r.text = [Token(4, "ld", -0.25)], [(Token(4, "ld", -0.25),)], "ld"
+    choice = completion_response(call, "m", "cmpl-1", [(0, r)])["choices"][0]
+    assert choice["text"] == "Hello world"
+    logprobs = choice["logprobs"]
+    assert logprobs["tokens"] == ["He", "llo", " wor", "ld"]
+    assert logprobs["token_logprobs"] == [None, -1.5, -2.0, -0.25]
+    assert logprobs["top_logprobs"] == [None, {"llo": -1.5}, {"!": -0.5, " wor": -2.0}, {"ld": -0.25}]
+    assert logprobs["text_offset"] == [0, 2, 5, 9]
+    for token, offset in zip(logprobs["tokens"], logprobs["text_offset"], strict=True):
+        assert choice["text"][offset : offset + len(token)] == token
+
+
+def test_completion_echo_with_zero_tokens() -> None:
+    call = completion(echo=True, logprobs=0, max_tokens=0)
+    r = result("", 2, 0, "length")
+    r.prefill, r.prefill_pieces, r.prefill_top = (Token(1, "A", None), Token(2, "B", -3.0)), ("A", "B"), ((), ())
+    out = completion_response(call, "m", "cmpl-1", [(0, r)])
+    assert out["choices"][0]["text"] == "Once upon a time"
+    assert out["choices"][0]["logprobs"]["token_logprobs"] == [None, -3.0]
+    assert out["choices"][0]["logprobs"]["top_logprobs"] == [None, {"B": -3.0}]
+    assert out["usage"] == {"prompt_tokens": 2, "completion_tokens": 0, "total_tokens": 2}
 
 
 def test_completion_response_without_echo() -> None:

@@ -79,7 +79,8 @@ class ModelEngine(Protocol):
 class TextGenerator(ModelEngine, Protocol):
     """A text generation engine.
 
-    ``generate`` yields one PromptInfo, then StepEvents until one carries a finish reason. Leaving the
+    ``generate`` yields one PromptInfo, then StepEvents until one carries a finish reason (none at all when
+    ``stopping.max_new_tokens`` is 0: the prompt only). Leaving the
     iterator early (a client that went away) aborts the request: the engine frees its place at the next step.
     It raises core.errors (ValidationError for prompts that do not fit, OverloadedError, ModelLoadingError...).
     """

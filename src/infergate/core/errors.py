@@ -54,16 +54,28 @@ class InfergateError(Exception):
 
 
 class ValidationError(InfergateError):
-    """Parameters or inputs break a rule; the message names the rule (TGI's words where TGI has them)."""
+    """Parameters or inputs break a rule; the message names the rule (TGI's words where TGI has them).
+
+    ``param`` is the request field at fault, as the protocol that checked it names it (OpenAI's error body
+    carries it); ``detail`` is the message without TGI's "Input validation error: " prefix.
+    """
 
     kind = "validation"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, param: str | None = None) -> None:
         super().__init__(f"Input validation error: {message}")
+        self.detail = message
+        self.param = param
 
 
 class BadRequestError(InfergateError):
+    """``param``: the request field at fault, where one is (OpenAI's error body carries it)."""
+
     kind = "bad_request"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UnauthorizedError(InfergateError):

@@ -35,11 +35,18 @@ class Token:
 
 @dataclass(frozen=True, slots=True)
 class PromptInfo:
-    """First event of every generation: the prompt as the model saw it."""
+    """First event of every generation: the prompt as the model saw it.
+
+    With ``prefill_details``: ``prefill`` has each prompt token (its text decoded alone, as TGI shows it; the
+    first one's logprob is None), ``prefill_pieces`` the text each token adds to the prompt's decoded text (they
+    join into that text exactly, a character split across tokens going to the token that completes it), and
+    ``prefill_top`` each token's most likely alternatives (``top_n_tokens`` of them; none for the first)."""
 
     input_length: int
     seed: int | None
     prefill: tuple[Token, ...] = ()
+    prefill_pieces: tuple[str, ...] = ()
+    prefill_top: tuple[tuple[Token, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +70,8 @@ class GenerationResult:
     tokens: list[Token] = field(default_factory=list)
     top_tokens: list[tuple[Token, ...]] = field(default_factory=list)
     prefill: tuple[Token, ...] = ()
+    prefill_pieces: tuple[str, ...] = ()
+    prefill_top: tuple[tuple[Token, ...], ...] = ()
 
     @property
     def generated_tokens(self) -> int:
@@ -81,7 +90,15 @@ async def collect(events: AsyncIterator[PromptInfo | StepEvent]) -> GenerationRe
     async for event in events:
         if isinstance(event, PromptInfo):
             info = event
-            result = GenerationResult("", "length", event.input_length, event.seed, prefill=event.prefill)
+            result = GenerationResult(
+                "",
+                "length",
+                event.input_length,
+                event.seed,
+                prefill=event.prefill,
+                prefill_pieces=event.prefill_pieces,
+                prefill_top=event.prefill_top,
+            )
             continue
         assert result is not None, "engines send PromptInfo first"
         parts.append(event.text)

@@ -19,6 +19,7 @@ class SamplingParams:
     top_k: int | None = None
     top_p: float = 1.0
     typical_p: float = 1.0
+    min_p: float = 0.0  # keep tokens at least this fraction as likely as the most likely one (vLLM's)
     repetition_penalty: float = 1.0
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0

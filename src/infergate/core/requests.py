@@ -13,8 +13,11 @@ __all__ = ["EmbedRequest", "GenerationRequest", "ImageRequest"]
 class GenerationRequest:
     """One text generation: a prompt plus validated parameters.
 
-    ``truncate`` keeps only the last N prompt tokens. ``top_n_tokens`` asks for the N most likely
-    alternatives at each step; ``prefill_details`` for the prompt tokens with their logprobs.
+    ``prompt_ids``, when given, are the prompt's tokens as the caller sent them (OpenAI's token-id prompts): the
+    engine runs them as they are and ``prompt`` is not tokenized. ``truncate`` keeps only the last N prompt
+    tokens. ``top_n_tokens`` asks for the N most likely alternatives at each step; ``prefill_details`` for the
+    prompt tokens with their logprobs (and their top ``top_n_tokens`` alternatives).
+    ``stopping.max_new_tokens == 0`` runs the prompt only: the generation ends after its PromptInfo.
     """
 
     prompt: str
@@ -25,6 +28,7 @@ class GenerationRequest:
     prefill_details: bool = False
     add_special_tokens: bool = True
     priority: int = 0
+    prompt_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)

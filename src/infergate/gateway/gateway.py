@@ -135,7 +135,8 @@ class Gateway:
         if task not in engine.tasks:
             raise BadRequestError(
                 f"Model {spec.id} serves the task {spec.task!r}, not {task!r}. Send it a {spec.task} request "
-                f"(POST /models/{spec.id}), or call a {task} model: GET /v1/models lists each model's task."
+                f"(POST /models/{spec.id}), or call a {task} model: GET /v1/models lists each model's task.",
+                param="model",
             )
         return Ticket(principal, spec, engine, self.tiers[principal.tier])
 
@@ -175,7 +176,8 @@ class Gateway:
         if wanted > tier.max_new_tokens:
             raise ValidationError(
                 f"`max_new_tokens` must be <= {tier.max_new_tokens}. Given: {wanted} "
-                f"(the limit of the {tier.name} tier; ask for fewer tokens or for a higher tier)"
+                f"(the limit of the {tier.name} tier; ask for fewer tokens or for a higher tier)",
+                param="max_new_tokens",
             )
         return replace(request, priority=tier.priority)
 

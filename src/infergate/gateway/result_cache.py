@@ -81,12 +81,14 @@ def _result_from(d: dict[str, Any]) -> GenerationResult:
         tokens=_tokens(d["tokens"]),
         top_tokens=[tuple(_tokens(step)) for step in d["top_tokens"]],
         prefill=tuple(_tokens(d["prefill"])),
+        prefill_pieces=tuple(d.get("prefill_pieces", ())),
+        prefill_top=tuple(tuple(_tokens(step)) for step in d.get("prefill_top", ())),
     )
 
 
 async def replay(result: GenerationResult) -> AsyncIterator[PromptInfo | StepEvent]:
     """The events that produced ``result``. A non-special token's text is exactly what it added."""
-    yield PromptInfo(result.input_length, result.seed, result.prefill)
+    yield PromptInfo(result.input_length, result.seed, result.prefill, result.prefill_pieces, result.prefill_top)
     last = len(result.tokens)
     for i, token in enumerate(result.tokens, start=1):
         top = result.top_tokens[i - 1] if i <= len(result.top_tokens) else ()

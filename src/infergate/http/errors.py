@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -13,7 +14,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from infergate.core import errors
 from infergate.http.accounting import quota_headers
 
-__all__ = ["error_headers", "error_payload", "install_error_handlers", "openai_error", "status_for"]
+__all__ = [
+    "error_headers",
+    "error_payload",
+    "install_error_handlers",
+    "openai_error",
+    "openai_error_response",
+    "status_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +53,61 @@ def _openai_route(path: str) -> bool:
     return path.startswith("/v1/") or "/v1/" in path.removeprefix("/models/")
 
 
-def openai_error(message: str, kind: str, status: int) -> dict[str, Any]:
+def openai_error(
+    message: str, kind: str, status: int, param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """OpenAI's error shape: its SDK shows `error.message` to the user (a flat string reads "Error code: 422")."""
-    return {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+# OpenAI's error types and codes (its SDKs pick the exception from the status; people read these).
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_OPENAI_CODES: dict[type[errors.InfergateError], str] = {
+    errors.ModelNotFoundError: "model_not_found",
+    errors.UnauthorizedError: "invalid_api_key",
+    errors.RateLimitedError: "rate_limit_exceeded",
+    errors.OverloadedError: "model_overloaded",
+    errors.ModelLoadingError: "model_loading",
+}
+# Core parameter names (TGI's, which the engine checks) as the OpenAI routes call them.
+_CORE_PARAMS = {"max_new_tokens": "max_tokens", "truncate": "truncate_prompt_tokens"}
+_NAMED = re.compile(r"`([A-Za-z_][\w.\[\]]*)`")
+
+
+def _openai_param(exc: errors.InfergateError, path: str) -> str | None:
+    """The request field an error is about, in the OpenAI route's words: the one the check named, else the
+    first one its message names."""
+    param = getattr(exc, "param", None)
+    if param is None and isinstance(exc, errors.ValidationError):
+        named = _NAMED.search(exc.detail)
+        param = named.group(1) if named else None
+    if param is None:
+        return None
+    head, dot, rest = param.partition(".")
+    if head == "inputs":  # the engine's name for the prompt
+        head = (
+            "messages" if path.endswith("/chat/completions") else "input" if path.endswith("/embeddings") else "prompt"
+        )
+    return _CORE_PARAMS.get(head, head) + dot + rest
+
+
+def openai_error_response(exc: errors.InfergateError, path: str) -> tuple[int, dict[str, Any]]:
+    """OpenAI's answer to an error on a `/v1/` route: a bad parameter is a 400 `invalid_request_error` naming it
+    (so the SDKs raise BadRequestError), with the message free of TGI's "Input validation error: " prefix."""
+    status = status_for(exc)
+    message = exc.message
+    if isinstance(exc, errors.ValidationError):
+        status, message = 400, exc.detail
+    code = next((c for cls, c in _OPENAI_CODES.items() if isinstance(exc, cls)), None)
+    kind = _OPENAI_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    return status, openai_error(message, kind, status, _openai_param(exc, path), code)
 
 
 # huggingface_hub turns a body's `error_type` into a typed TGI error, and then skips its own handling of the
@@ -78,8 +138,10 @@ def error_headers(exc: errors.InfergateError) -> dict[str, str] | None:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.InfergateError)
     async def _infergate(request: Request, exc: errors.InfergateError) -> JSONResponse:
-        status = status_for(exc)
-        payload = openai_error(exc.message, exc.kind, status) if _openai_route(request.url.path) else error_payload(exc)
+        if _openai_route(request.url.path):
+            status, payload = openai_error_response(exc, request.url.path)
+        else:
+            status, payload = status_for(exc), error_payload(exc)
         return JSONResponse(payload, status_code=status, headers=error_headers(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -94,7 +156,8 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             message = str(exc.detail)
         if _openai_route(request.url.path):
-            return JSONResponse(openai_error(message, "http", exc.status_code), status_code=exc.status_code)
+            kind = _OPENAI_TYPES.get(exc.status_code, "invalid_request_error")
+            return JSONResponse(openai_error(message, kind, exc.status_code), status_code=exc.status_code)
         return JSONResponse({"error": message, "error_type": "http"}, status_code=exc.status_code)
 
     @app.exception_handler(Exception)

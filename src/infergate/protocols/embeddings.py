@@ -11,6 +11,7 @@ from pydantic import ConfigDict, Field, StringConstraints
 
 from infergate.core.errors import ValidationError
 from infergate.core.requests import EmbedRequest
+from infergate.protocols.openai.fields import check_fields
 from infergate.protocols.wire import Doc, OptionsField
 
 __all__ = [
@@ -114,7 +115,9 @@ def _texts(value: Any, name: str, example: str) -> tuple[str, ...]:
         return (value,)
     if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
         return tuple(value)
-    raise ValidationError(f"`{name}` must be a string or a non-empty list of strings. Expected a body like {example}")
+    raise ValidationError(
+        f"`{name}` must be a string or a non-empty list of strings. Expected a body like {example}", param=name
+    )
 
 
 def _option(body: dict[str, Any], name: str, kind: type, default: Any) -> Any:
@@ -179,23 +182,29 @@ def parse_similarity(body: Any) -> tuple[str, list[str]]:
     return source, list(sentences)
 
 
+# OpenAI's embeddings request fields (`user` is accepted without effect, as on the other OpenAI routes).
+_OPENAI_FIELDS = ("input", "model", "encoding_format", "dimensions")
+
+
 def parse_openai_embeddings(body: Any) -> tuple[str | None, EmbedRequest, str]:
     """(the model asked for, the request, the encoding format: "float" or "base64")."""
     if not isinstance(body, dict):
         raise ValidationError(f"the body must be a JSON object. Expected a body like {OPENAI_EXAMPLE}")
+    check_fields(body, _OPENAI_FIELDS, {})
     model = body.get("model")
     value = body.get("input")
     if isinstance(value, list) and value and all(isinstance(v, int) or isinstance(v, list) for v in value):
         raise ValidationError(
-            "`input` as token ids is not supported; send the text itself (a string or a list of strings)"
+            "`input` as token ids is not supported; send the text itself (a string or a list of strings)",
+            param="input",
         )
     texts = _texts(value, "input", OPENAI_EXAMPLE)
     encoding = body.get("encoding_format") or "float"
     if encoding not in ("float", "base64"):
-        raise ValidationError(f'`encoding_format` must be "float" or "base64", not {encoding!r}')
+        raise ValidationError(f'`encoding_format` must be "float" or "base64", not {encoding!r}', "encoding_format")
     dimensions = body.get("dimensions")
     if dimensions is not None and (not isinstance(dimensions, int) or isinstance(dimensions, bool) or dimensions < 1):
-        raise ValidationError("`dimensions` must be a positive integer")
+        raise ValidationError("`dimensions` must be a positive integer", param="dimensions")
     request = EmbedRequest(inputs=texts, normalize=True, dimensions=dimensions)
     return (model if isinstance(model, str) else None), request, encoding
 

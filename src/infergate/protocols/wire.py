@@ -24,13 +24,32 @@ def _describe(error: Any) -> str:
     return f"`{where}`: {error['msg']}{got_s}"
 
 
+# The labels pydantic puts in a location for the branch of a union it tried ("prompt.list[int]").
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "none", "list", "dict", "tuple"})
+
+
+def _param(loc: tuple[Any, ...]) -> str | None:
+    """A pydantic location as OpenAI names a parameter: ``messages[0].content``."""
+    if not loc:
+        return None
+    out = str(loc[0])
+    for part in loc[1:]:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.isidentifier() and part not in _TYPE_LABELS and not part[0].isupper():  # not a union branch
+            out += f".{part}"
+    return out
+
+
 def parse_wire(model: type[M], data: Any, example: str) -> M:
-    """Validate ``data`` against ``model``; raise ValidationError naming every bad field and an example body."""
+    """Validate ``data`` against ``model``; raise ValidationError naming every bad field and an example body
+    (its ``param`` is the first bad field)."""
     try:
         return model.model_validate(data)
     except pydantic.ValidationError as exc:
-        problems = "; ".join(_describe(e) for e in exc.errors(include_url=False)[:5])
-        raise ValidationError(f"{problems}. Expected a body like {example}") from None
+        errors = exc.errors(include_url=False)
+        problems = "; ".join(_describe(e) for e in errors[:5])
+        raise ValidationError(f"{problems}. Expected a body like {example}", param=_param(errors[0]["loc"])) from None
 
 
 class Doc(BaseModel):

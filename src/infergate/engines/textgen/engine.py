@@ -50,6 +50,16 @@ def _round_up(n: int, step: int = _CAPACITY_STEP) -> int:
     return -(-n // step) * step
 
 
+def _check_ids(ids: list[int], vocab_size: int) -> None:
+    """Token ids sent as the prompt must be the model's."""
+    bad = next((i for i in ids if not 0 <= i < vocab_size), None)
+    if bad is not None:
+        raise ValidationError(
+            f"`prompt` holds the token id {bad}, which is not in this model's vocabulary (0 to {vocab_size - 1})",
+            param="prompt",
+        )
+
+
 class TextGenEngine:
     tasks = frozenset({TEXT_GENERATION})
 
@@ -204,7 +214,9 @@ class TextGenEngine:
         try:
             return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
         except Exception as exc:  # jinja errors: the messages do not fit this model's template
-            raise ValidationError(f"the chat template of {self.model_id} rejected the messages: {exc}") from exc
+            raise ValidationError(
+                f"the chat template of {self.model_id} rejected the messages: {exc}", param="messages"
+            ) from exc
 
     def infill_format(self) -> str | None:
         return self._infill.name if self._infill is not None else None
@@ -215,7 +227,8 @@ class TextGenEngine:
             raise ValidationError(
                 f"model {self.model_id} has no infill tokens (such as Code Llama's <PRE>/<SUF>/<MID> or "
                 "StarCoder's <fim_prefix>), so `suffix` cannot be used; call a code model that has them, or send "
-                "the whole prompt without `suffix`"
+                "the whole prompt without `suffix`",
+                param="suffix",
             )
         return self._infill.prompt(prefix, suffix)
 
@@ -234,9 +247,13 @@ class TextGenEngine:
     # -- generation --------------------------------------------------------------------------------------
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[PromptInfo | StepEvent, None]:
         loaded = self._check_ready()
-        ids = await asyncio.to_thread(
-            lambda: list(loaded.tokenizer(request.prompt, add_special_tokens=request.add_special_tokens).input_ids)
-        )
+        if request.prompt_ids is not None:
+            ids = list(request.prompt_ids)
+            _check_ids(ids, min(loaded.vocab_size, len(loaded.tokenizer)))
+        else:
+            ids = await asyncio.to_thread(
+                lambda: list(loaded.tokenizer(request.prompt, add_special_tokens=request.add_special_tokens).input_ids)
+            )
         ids, max_new = self._fit(ids, request)
         seq = Sequence(request, len(ids), ids, max_new, asyncio.get_running_loop(), asyncio.Queue(), self._outbox)
         with self._cond:
@@ -254,6 +271,8 @@ class TextGenEngine:
                 yield item
                 if isinstance(item, StepEvent) and item.finish_reason is not None:
                     return
+                if isinstance(item, PromptInfo) and max_new == 0:  # the prompt only (OpenAI's echo of it)
+                    return
         finally:
             seq.cancelled = True  # the step loop drops it (and its KV cache) at the next step
 
@@ -261,12 +280,13 @@ class TextGenEngine:
         """Apply ``truncate`` and check the prompt against the context with TGI's messages."""
         limits = self._limits
         if not ids:
-            raise ValidationError("`inputs` cannot be empty")
+            raise ValidationError("`inputs` cannot be empty", param="inputs")
         if request.truncate is not None:
             if request.truncate > limits.max_input_tokens:
                 raise ValidationError(
                     f"`truncate` must be strictly positive and less than {limits.max_input_tokens}. "
-                    f"Given: {request.truncate}"
+                    f"Given: {request.truncate}",
+                    param="truncate",
                 )
             ids = ids[-request.truncate :]
         # TGI's order: the total first, then the prompt alone.
@@ -276,10 +296,13 @@ class TextGenEngine:
         if wanted is not None and len(ids) + wanted > limits.max_total_tokens:
             raise ValidationError(
                 f"`inputs` tokens + `max_new_tokens` must be <= {limits.max_total_tokens}. "
-                f"Given: {len(ids)} `inputs` tokens and {wanted} `max_new_tokens`"
+                f"Given: {len(ids)} `inputs` tokens and {wanted} `max_new_tokens`",
+                param="max_new_tokens",
             )
         if len(ids) > limits.max_input_tokens:
-            raise ValidationError(f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {len(ids)}")
+            raise ValidationError(
+                f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {len(ids)}", param="inputs"
+            )
         if wanted is None:
             return ids, min(self._default_max_tokens, limits.max_total_tokens - len(ids))
         return ids, wanted
@@ -375,7 +398,7 @@ class TextGenEngine:
             log.info("KV cache reshaped on %s: recomputing %d sequences", self.model_id, len(self._rows))
             for seq in self._rows:
                 seq.cached = 0
-                seq.prompt_logprobs.clear()
+                seq.forget_prompt_logprobs()
         return dropped
 
     def _trim(self) -> None:
@@ -400,7 +423,7 @@ class TextGenEngine:
         log.info("KV cache full on %s: preempting a sequence at %d tokens", self.model_id, len(victim.tokens))
         self._remove([victim])
         victim.cached = 0
-        victim.prompt_logprobs.clear()
+        victim.forget_prompt_logprobs()
         with self._cond:
             heapq.heappush(self._waiting, (-victim.request.priority, victim.order, victim))
 
@@ -520,6 +543,8 @@ class TextGenEngine:
             return False
         if not seq.started:
             seq.begin(self._vocab)
+            if seq.max_new_tokens == 0:
+                return True  # the prompt only: no token is generated
         return seq.advance(logits, self._vocab)
 
     def _after_token(self, seq: Sequence, logits: Any) -> bool:

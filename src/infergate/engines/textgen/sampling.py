@@ -1,6 +1,6 @@
 """Choose the next token for one sequence from its logits, with that request's own parameters and generator.
 
-The warpers are transformers' own (temperature, top-k, top-p, typical-p, repetition penalty); frequency and
+The warpers are transformers' own (temperature, top-k, top-p, typical-p, min-p, repetition penalty); frequency and
 presence penalties (OpenAI's) and logit bias are added here. A request's seed drives a private
 torch.Generator, so the same seed gives the same text whatever else the engine is running.
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from transformers import (
     LogitsProcessorList,
+    MinPLogitsWarper,
     RepetitionPenaltyLogitsProcessor,
     TemperatureLogitsWarper,
     TopKLogitsWarper,
@@ -70,6 +71,8 @@ class TokenChooser:
                 self._warpers.append(TopPLogitsWarper(params.top_p))
             if params.typical_p < 1.0:
                 self._warpers.append(TypicalLogitsWarper(params.typical_p))
+            if params.min_p > 0.0:
+                self._warpers.append(MinPLogitsWarper(params.min_p))
 
     def _history_tensor(self) -> torch.LongTensor:
         return torch.tensor([self._history], dtype=torch.long)  # type: ignore[return-value]

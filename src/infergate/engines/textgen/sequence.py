@@ -68,6 +68,15 @@ def _deliver(batch: list[tuple[Sequence, object]]) -> None:
         seq.mailbox.put_nowait(item)
 
 
+def _pieces(tokenizer: Any, ids: list[int]) -> tuple[str, ...]:
+    """The text each token adds to the decoded ``ids`` (TGI's decode_token, from the first token on)."""
+    detok = IncrementalDetokenizer(tokenizer, [])
+    pieces = [detok.push(i) for i in ids]
+    if pieces:
+        pieces[-1] += detok.flush()
+    return tuple(pieces)
+
+
 @dataclass(eq=False)
 class Sequence:
     """Touched by the step loop only, except ``cancelled`` (set by the request's side when it leaves)."""
@@ -87,7 +96,7 @@ class Sequence:
     detok: IncrementalDetokenizer | None = None
     stopper: StopMatcher | None = None
     prompt_logprobs: list[float | None] = field(default_factory=list)
-    _pending_logprobs: torch.Tensor | None = None
+    prompt_tops: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
     order: int = field(default_factory=lambda: next(_order))
     arrival: float = field(default_factory=time.monotonic)
 
@@ -113,16 +122,30 @@ class Sequence:
             self.cancelled = True
 
     def record_prompt_logprobs(self, start: int, logits: torch.Tensor) -> None:
-        """Logprob of each prompt token given those before it, from a chunk's logits ([n, vocab])."""
-        logp = torch.log_softmax(logits, dim=-1)
+        """Logprob of each prompt token given those before it (and, with ``top_n_tokens``, the most likely
+        tokens there), from the logits of a chunk of prompt positions ``start ..`` ([n, vocab]): the logits at
+        position p are the distribution of token p + 1."""
         if start == 0:
             self.prompt_logprobs.append(None)  # the first token has no context
-        elif self._pending_logprobs is not None:
-            self.prompt_logprobs.append(float(self._pending_logprobs[self.tokens[start]]))
-        end = start + logits.shape[0]
-        following = torch.tensor(self.tokens[start + 1 : min(end, self.prompt_len)], dtype=torch.long)
-        self.prompt_logprobs += logp[: len(following)].gather(1, following.unsqueeze(1)).squeeze(1).tolist()
-        self._pending_logprobs = logp[-1] if end < self.prompt_len else None
+            self.prompt_tops.append(())
+        predicting = min(start + logits.shape[0], self.prompt_len - 1) - start  # rows whose next token is prompt
+        if predicting <= 0:
+            return
+        logp = torch.log_softmax(logits[:predicting].to(torch.float32), dim=-1)
+        following = torch.tensor(self.tokens[start + 1 : start + 1 + predicting], dtype=torch.long)
+        self.prompt_logprobs += logp.gather(1, following.unsqueeze(1)).squeeze(1).tolist()
+        top_n = self.request.top_n_tokens
+        if top_n:
+            values, indices = torch.topk(logp, top_n, dim=-1)
+            for ids, lps in zip(indices.tolist(), values.tolist(), strict=True):
+                self.prompt_tops.append(tuple(zip(ids, lps, strict=True)))
+        else:
+            self.prompt_tops += [()] * predicting
+
+    def forget_prompt_logprobs(self) -> None:
+        """The KV cache was lost: the prompt runs again, and its logprobs are recorded again."""
+        self.prompt_logprobs.clear()
+        self.prompt_tops.clear()
 
     def begin(self, vocab: Vocabulary) -> None:
         """The whole prompt is cached: set up sampling and tell the caller about the prompt."""
@@ -131,10 +154,12 @@ class Sequence:
         self.chooser = TokenChooser(req.sampling, prompt, vocab.size, req.top_n_tokens)
         self.detok = IncrementalDetokenizer(vocab.tokenizer, prompt)
         self.stopper = StopMatcher(req.stopping.stop, req.stopping.include_stop_in_output)
-        details: tuple[Token, ...] = ()
-        if req.prefill_details:
-            details = tuple(vocab.token(i, lp) for i, lp in zip(prompt, self.prompt_logprobs, strict=True))
-        self.post(PromptInfo(self.prompt_len, self.chooser.seed, details))
+        if not req.prefill_details:
+            self.post(PromptInfo(self.prompt_len, self.chooser.seed))
+            return
+        details = tuple(vocab.token(i, lp) for i, lp in zip(prompt, self.prompt_logprobs, strict=True))
+        tops = tuple(tuple(vocab.token(i, lp) for i, lp in step) for step in self.prompt_tops)
+        self.post(PromptInfo(self.prompt_len, self.chooser.seed, details, _pieces(vocab.tokenizer, prompt), tops))
 
     def advance(self, logits: torch.Tensor, vocab: Vocabulary) -> bool:
         """Choose the next token from ``logits`` and send it; True when the sequence is finished."""

@@ -16,7 +16,7 @@ from infergate.core.requests import GenerationRequest
 from infergate.gateway.gateway import Gateway, Ticket
 from infergate.http.body import read_json
 from infergate.http.embeddings import openai_embeddings
-from infergate.http.errors import openai_error, status_for
+from infergate.http.errors import openai_error_response
 from infergate.http.headers import compute_headers
 from infergate.http.openapi import json_body
 from infergate.http.state import admit, get_state
@@ -50,9 +50,9 @@ async def _admit(request: Request, path_model: str | None, body: Any) -> Ticket:
     return await admit(request, name, wants_to_wait(request, body))
 
 
-def _stream_error(exc: InfergateError) -> bytes:
-    payload = openai_error(exc.message, exc.kind, status_for(exc))
-    payload["error"]["http_status_code"] = status_for(exc)  # TGI's field, read by huggingface_hub
+def _stream_error(exc: InfergateError, path: str) -> bytes:
+    status, payload = openai_error_response(exc, path)
+    payload["error"]["http_status_code"] = status  # TGI's field, read by huggingface_hub
     return sse.event(payload)
 
 
@@ -100,10 +100,15 @@ async def _chat(request: Request, path_model: str | None) -> Response:
     engine, model = ticket.text, ticket.spec.id
     call = convert.parse_chat(body, engine.limits())
     messages = convert.messages_for_template(call.wire)
-    prompt = await engine.render_chat(messages)
+    add_generation_prompt = call.wire.add_generation_prompt is not False
+    prompt = await engine.render_chat(messages, add_generation_prompt=add_generation_prompt)
     max_tokens = call.wire.max_completion_tokens or call.wire.max_tokens
     base = convert.build_request(
-        call.wire, prompt, max_tokens=max_tokens, top_n=call.top_logprobs, add_special_tokens=False
+        call.wire,
+        prompt,
+        max_tokens=max_tokens,
+        top_n=call.top_logprobs,
+        add_special_tokens=bool(call.wire.add_special_tokens),  # the template has the special tokens (vLLM's default)
     )
     requests = _seeded(gateway, base, call.n)
     request_id = convert.new_id("chatcmpl")
@@ -140,7 +145,7 @@ async def _chat(request: Request, path_model: str | None) -> Response:
                     )
                 )
         except InfergateError as exc:
-            yield _stream_error(exc)
+            yield _stream_error(exc, request.url.path)
             return
         if call.include_usage:
             usage = convert.usage(infos[0].input_length, generated)
@@ -214,18 +219,24 @@ async def _completions(request: Request, path_model: str | None, *, tgi_events: 
     gateway = get_state(request).gateway
     model = ticket.spec.id
     call = convert.parse_completion(body, ticket.text.limits())
-    max_tokens = call.wire.max_tokens or convert.COMPLETION_DEFAULT_MAX_TOKENS
     top_n = call.logprobs or 0
     requests: list[GenerationRequest] = []
     owners: list[int] = []  # the prompt each choice answers
     for p_index, prompt in enumerate(call.prompts):
-        if call.wire.suffix is not None:  # fill in the middle, in the model family's own format
+        if call.wire.suffix is not None and isinstance(prompt, str):  # fill in the middle, in the family's format
             prompt = await ticket.text.infill_prompt(prompt, call.wire.suffix)
-        base = convert.build_request(call.wire, prompt, max_tokens=max_tokens, top_n=top_n, add_special_tokens=True)
+        base = convert.build_request(
+            call.wire,
+            prompt,
+            max_tokens=call.max_tokens,
+            top_n=top_n,
+            add_special_tokens=call.wire.add_special_tokens is not False,
+            prefill_details=call.prompt_details,
+        )
         requests += _seeded(gateway, base, call.n)
         owners += [p_index] * call.n
     request_id = convert.new_id("cmpl")
-    characters = sum(len(p) for p in call.prompts)
+    characters = sum(len(p) if isinstance(p, str) else 0 for p in call.prompts)
     cache = use_cache(request, body)
     if not call.stream:
         results = await cancel_on_disconnect(request, gateway.generate(ticket, requests, use_cache=cache))
@@ -237,19 +248,41 @@ async def _completions(request: Request, path_model: str | None, *, tgi_events: 
 
     async def chunks() -> AsyncIterator[bytes]:
         generated = 0
-        texts = [call.prompts[owner] if call.echo else "" for owner in owners]  # each choice's text so far
+        texts = ["" for _ in requests]  # each choice's text so far, for TGI's `generated_text` (tgi_events)
+        logprobs = [convert.LegacyLogprobs() for _ in requests] if call.logprobs is not None else None
+        finished: set[int] = set()
         if call.echo:
             for index, owner in enumerate(owners):
+                info = infos[index]
+                text = convert.prompt_text(call.prompts[owner], info.prefill_pieces)
+                texts[index] = text
+                echoed = None
+                if logprobs is not None:
+                    logprobs[index].add_prompt(info.prefill, info.prefill_pieces, info.prefill_top, text)
+                    echoed = logprobs[index].json()
                 yield sse.event(
-                    convert.completion_chunk(model, request_id, created, index=index, text=call.prompts[owner])
+                    convert.completion_chunk(model, request_id, created, index=index, text=text, logprobs=echoed)
                 )
         try:
             async for index, event in _replayed(early, events):
                 generated += 1
-                if not event.text and event.finish_reason is None:
+                step = None
+                if logprobs is not None:
+                    step = convert.LegacyLogprobs(logprobs[index].at)
+                    step.add_generated(event.token, event.top_tokens)
+                    logprobs[index].at = step.at
+                elif not event.text and event.finish_reason is None:
                     continue
+                if event.finish_reason is not None:
+                    finished.add(index)
                 chunk = convert.completion_chunk(
-                    model, request_id, created, index=index, text=event.text, finish=event.finish_reason
+                    model,
+                    request_id,
+                    created,
+                    index=index,
+                    text=event.text,
+                    finish=event.finish_reason,
+                    logprobs=step.json() if step is not None else None,
                 )
                 if tgi_events:
                     texts[index] += event.text
@@ -257,8 +290,11 @@ async def _completions(request: Request, path_model: str | None, *, tgi_events: 
                     chunk |= completion_stream_fields(event, texts[index] if done else None)
                 yield sse.event(chunk)
         except InfergateError as exc:
-            yield _stream_error(exc)
+            yield _stream_error(exc, request.url.path)
             return
+        for index in range(len(requests)):  # `max_tokens: 0`: choices that ended with their prompt
+            if index not in finished:
+                yield sse.event(convert.completion_chunk(model, request_id, created, index=index, finish="length"))
         if call.include_usage:
             prompt_tokens = sum(info.input_length for i, info in enumerate(infos) if i % call.n == 0)
             usage = convert.usage(prompt_tokens, generated)

@@ -3,36 +3,49 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from infergate import __version__
 from infergate.core.engine import ModelLimits
 from infergate.core.errors import BadRequestError, ValidationError
 from infergate.core.outputs import GenerationResult, Token
 from infergate.core.params import SamplingParams, StoppingParams
 from infergate.core.requests import GenerationRequest
+from infergate.protocols.openai.fields import CHAT_REFUSED, COMPLETION_REFUSED, check_fields, lift_tgi_parameters
 from infergate.protocols.openai.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
 from infergate.protocols.wire import parse_wire
 
 __all__ = [
     "ChatCall",
     "CompletionCall",
+    "LegacyLogprobs",
+    "Prompt",
+    "build_request",
     "chat_chunk",
     "chat_response",
     "completion_chunk",
+    "completion_logprobs",
     "completion_response",
     "finish_reason",
     "messages_for_template",
     "parse_chat",
     "parse_completion",
+    "prompt_text",
     "usage",
 ]
 
 CHAT_EXAMPLE = '{"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 50}'
 COMPLETION_EXAMPLE = '{"prompt": "Once upon a time", "max_tokens": 50}'
+# A string, as TGI sends ("<version>-native"): TGI's own client refuses a null one.
+SYSTEM_FINGERPRINT = f"infergate-{__version__}"
 COMPLETION_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for /v1/completions
+
+# A completion prompt: text, or the token ids the caller sent (run as they are, not re-tokenized).
+Prompt = str | tuple[int, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,12 +61,19 @@ class ChatCall:
 @dataclass(frozen=True, slots=True)
 class CompletionCall:
     wire: CompletionRequest
-    prompts: list[str]
+    prompts: list[Prompt]
     n: int
     stream: bool
     include_usage: bool
     echo: bool
     logprobs: int | None
+    max_tokens: int
+
+    @property
+    def prompt_details(self) -> bool:
+        """Whether the engine must give the prompt's tokens back: for their logprobs, or for the text of a
+        token-id prompt that is echoed."""
+        return self.echo and (self.logprobs is not None or any(not isinstance(p, str) for p in self.prompts))
 
 
 def _require_object(body: Any, example: str) -> dict[str, Any]:
@@ -63,15 +83,12 @@ def _require_object(body: Any, example: str) -> dict[str, Any]:
 
 
 def parse_chat(body: Any, limits: ModelLimits) -> ChatCall:
-    wire = parse_wire(ChatCompletionRequest, _require_object(body, CHAT_EXAMPLE), CHAT_EXAMPLE)
-    if wire.tools:
-        raise ValidationError("`tools` are not supported yet by this server; leave them out")
-    fmt = (wire.response_format or {}).get("type", "text")
-    if fmt != "text":
-        raise ValidationError(f'`response_format` of type {fmt!r} is not supported yet; use {{"type": "text"}}')
+    data = _require_object(body, CHAT_EXAMPLE)
+    check_fields(data, ChatCompletionRequest.model_fields, CHAT_REFUSED)
+    wire = parse_wire(ChatCompletionRequest, data, CHAT_EXAMPLE)
     top = wire.top_logprobs or 0
     if top and not wire.logprobs:
-        raise ValidationError("`top_logprobs` needs `logprobs: true`")
+        raise ValidationError("`top_logprobs` needs `logprobs: true`", param="top_logprobs")
     _check_common(wire, limits)
     return ChatCall(
         wire=wire,
@@ -84,12 +101,20 @@ def parse_chat(body: Any, limits: ModelLimits) -> ChatCall:
 
 
 def parse_completion(body: Any, limits: ModelLimits, max_prompts: int = 4) -> CompletionCall:
-    wire = parse_wire(CompletionRequest, _require_object(body, COMPLETION_EXAMPLE), COMPLETION_EXAMPLE)
+    data = lift_tgi_parameters(_require_object(body, COMPLETION_EXAMPLE))
+    check_fields(data, CompletionRequest.model_fields, COMPLETION_REFUSED)
+    wire = parse_wire(CompletionRequest, data, COMPLETION_EXAMPLE)
     if wire.best_of not in (None, 1):
-        raise ValidationError("`best_of` is not supported on /v1/completions; use `n` for several choices")
-    prompts = [wire.prompt] if isinstance(wire.prompt, str) else list(wire.prompt)
-    if not prompts or len(prompts) > max_prompts:
-        raise ValidationError(f"`prompt` must be a string or a list of 1 to {max_prompts} strings")
+        raise ValidationError("`best_of` is not supported on /v1/completions; use `n` for several choices", "best_of")
+    prompts = _prompts(wire.prompt, max_prompts)
+    if wire.suffix is not None and any(not isinstance(p, str) for p in prompts):
+        raise ValidationError("`suffix` needs a text prompt, not token ids", "suffix")
+    max_tokens = COMPLETION_DEFAULT_MAX_TOKENS if wire.max_tokens is None else wire.max_tokens
+    if max_tokens == 0 and not wire.echo:
+        raise ValidationError(
+            "`max_tokens` must be at least 1; 0 is only for `echo: true` (the prompt's logprobs, nothing generated)",
+            "max_tokens",
+        )
     _check_common(wire, limits)
     return CompletionCall(
         wire=wire,
@@ -99,7 +124,31 @@ def parse_completion(body: Any, limits: ModelLimits, max_prompts: int = 4) -> Co
         include_usage=bool(wire.stream_options and wire.stream_options.include_usage),
         echo=bool(wire.echo),
         logprobs=wire.logprobs,
+        max_tokens=max_tokens,
     )
+
+
+def _prompts(prompt: Any, most: int) -> list[Prompt]:
+    """OpenAI's four prompt forms as a list of prompts: a string, a list of strings, token ids (``[1, 2]`` is
+    one prompt), or a list of token-id lists."""
+    if isinstance(prompt, str):
+        return [prompt]
+    if isinstance(prompt, list) and prompt and all(_is_id(i) for i in prompt):
+        return [tuple(prompt)]
+    if isinstance(prompt, list) and 1 <= len(prompt) <= most:
+        if all(isinstance(p, str) for p in prompt):
+            return list(prompt)
+        if all(isinstance(p, list) and p and all(_is_id(i) for i in p) for p in prompt):
+            return [tuple(p) for p in prompt]
+    raise ValidationError(
+        f"`prompt` must be a string, a list of token ids, or a list of 1 to {most} strings or of 1 to {most} "
+        f"non-empty lists of token ids; got {json.dumps(prompt)[:80]}",
+        "prompt",
+    )
+
+
+def _is_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _stops(wire: _Sampling) -> tuple[str, ...]:
@@ -109,14 +158,22 @@ def _stops(wire: _Sampling) -> tuple[str, ...]:
 def _check_common(wire: _Sampling, limits: ModelLimits) -> None:
     stops = _stops(wire)
     if len(stops) > limits.max_stop_sequences:
-        raise ValidationError(f"`stop` supports up to {limits.max_stop_sequences} stop sequences. Given: {len(stops)}")
+        raise ValidationError(
+            f"`stop` supports up to {limits.max_stop_sequences} stop sequences. Given: {len(stops)}", "stop"
+        )
     for key in wire.logit_bias or {}:
         if not key.lstrip("-").isdigit():
-            raise ValidationError(f"`logit_bias` keys must be token ids; got {key!r}")
+            raise ValidationError(f"`logit_bias` keys must be token ids; got {key!r}", "logit_bias")
 
 
 def build_request(
-    wire: _Sampling, prompt: str, *, max_tokens: int | None, top_n: int, add_special_tokens: bool
+    wire: _Sampling,
+    prompt: Prompt,
+    *,
+    max_tokens: int | None,
+    top_n: int,
+    add_special_tokens: bool,
+    prefill_details: bool = False,
 ) -> GenerationRequest:
     """The core request for one choice. ``max_tokens=None``: up to the engine's default cap."""
     temperature = 1.0 if wire.temperature is None else wire.temperature
@@ -124,20 +181,30 @@ def build_request(
     sampling = SamplingParams(
         do_sample=not greedy,
         temperature=temperature if not greedy else 1.0,
-        top_k=wire.top_k,
+        top_k=wire.top_k if wire.top_k is not None and wire.top_k > 0 else None,  # vLLM: -1 or 0 is "all"
         top_p=wire.top_p if wire.top_p is not None else 1.0,
+        typical_p=wire.typical_p if wire.typical_p is not None else 1.0,
+        min_p=wire.min_p or 0.0,
         repetition_penalty=wire.repetition_penalty or 1.0,
         frequency_penalty=wire.frequency_penalty or 0.0,
         presence_penalty=wire.presence_penalty or 0.0,
         logit_bias=tuple((int(k), float(v)) for k, v in (wire.logit_bias or {}).items()),
         seed=wire.seed,
     )
-    stopping = StoppingParams(max_new_tokens=max_tokens, stop=_stops(wire), include_stop_in_output=False)
+    stopping = StoppingParams(
+        max_new_tokens=max_tokens,
+        stop=_stops(wire),
+        include_stop_in_output=bool(wire.include_stop_str_in_output),
+        ignore_eos=bool(wire.ignore_eos),
+    )
     return GenerationRequest(
-        prompt=prompt,
+        prompt=prompt if isinstance(prompt, str) else "",
+        prompt_ids=None if isinstance(prompt, str) else prompt,
         sampling=sampling,
         stopping=stopping,
+        truncate=wire.truncate_prompt_tokens,
         top_n_tokens=top_n,
+        prefill_details=prefill_details,
         add_special_tokens=add_special_tokens,
     )
 
@@ -203,7 +270,7 @@ def chat_response(call: ChatCall, model: str, request_id: str, results: list[Gen
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": choices,
         "usage": usage(results[0].input_length, sum(r.generated_tokens for r in results)),
     }
@@ -235,10 +302,76 @@ def chat_chunk(
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": choices,
         "usage": usage_,
     }
+
+
+def prompt_text(prompt: Prompt, pieces: tuple[str, ...]) -> str:
+    """The prompt as echoed: the text sent, or the decoded text of the token ids sent (the engine's
+    ``prefill_pieces``)."""
+    return prompt if isinstance(prompt, str) else "".join(pieces)
+
+
+def _top_dict(token: Token, top: tuple[Token, ...], text: str) -> dict[str, float | None]:
+    """The alternatives at one position, with the chosen token among them (as vLLM does: a caller comparing
+    the token's logprob with the best one learns whether it was the most likely)."""
+    out: dict[str, float | None] = {t.text: t.logprob for t in top}
+    out.setdefault(text, token.logprob)
+    return out
+
+
+class LegacyLogprobs:
+    """OpenAI's legacy `logprobs` object, built token by token: with `echo`, the prompt's tokens first (the
+    first one without a logprob or alternatives), then the generated ones. ``text_offset`` is where each token
+    starts in the choice's text; a special token (not in the text) takes no room."""
+
+    def __init__(self, start: int = 0) -> None:
+        self.at = start
+        self.tokens: list[str] = []
+        self.token_logprobs: list[float | None] = []
+        self.top_logprobs: list[dict[str, float | None] | None] = []
+        self.text_offset: list[int] = []
+
+    def add(self, token: Token, text: str, top: tuple[Token, ...] | None, width: int) -> None:
+        self.tokens.append(text)
+        self.token_logprobs.append(token.logprob)
+        self.top_logprobs.append(None if top is None else _top_dict(token, top, text))
+        self.text_offset.append(self.at)
+        self.at += width
+
+    def add_prompt(
+        self, prefill: tuple[Token, ...], pieces: tuple[str, ...], tops: tuple[tuple[Token, ...], ...], prompt: str
+    ) -> None:
+        pieces = pieces or tuple(t.text for t in prefill)
+        tops = tops or ((),) * len(prefill)
+        start = self.at
+        for i, (token, piece, top) in enumerate(zip(prefill, pieces, tops, strict=True)):
+            self.add(token, piece, None if i == 0 else top, len(piece))
+        self.at = start + len(prompt)  # the text echoed is the prompt as sent
+
+    def add_generated(self, token: Token, top: tuple[Token, ...]) -> None:
+        self.add(token, token.text, top, 0 if token.special else len(token.text))
+
+    def json(self) -> dict[str, Any]:
+        return {
+            "tokens": self.tokens,
+            "token_logprobs": self.token_logprobs,
+            "top_logprobs": self.top_logprobs,
+            "text_offset": self.text_offset,
+        }
+
+
+def completion_logprobs(call: CompletionCall, prompt: str, result: GenerationResult) -> dict[str, Any]:
+    """The legacy logprobs of one choice (``prompt``: the text echoed, "" without `echo`)."""
+    out = LegacyLogprobs()
+    if call.echo:
+        out.add_prompt(result.prefill, result.prefill_pieces, result.prefill_top, prompt)
+    generated_tops = result.top_tokens + [()] * (len(result.tokens) - len(result.top_tokens))
+    for token, top in zip(result.tokens, generated_tops, strict=True):
+        out.add_generated(token, top)
+    return out.json()
 
 
 def completion_response(
@@ -247,17 +380,10 @@ def completion_response(
     """``results`` are (prompt index, result) pairs, n per prompt, in choice order."""
     choices = []
     for i, (prompt_index, r) in enumerate(results):
-        text = (call.prompts[prompt_index] if call.echo else "") + r.text
-        logprobs = None
-        if call.logprobs is not None:
-            logprobs = {
-                "tokens": [t.text for t in r.tokens],
-                "token_logprobs": [t.logprob for t in r.tokens],
-                "top_logprobs": [{t.text: t.logprob for t in step} for step in r.top_tokens] or None,
-                "text_offset": None,
-            }
+        prompt = prompt_text(call.prompts[prompt_index], r.prefill_pieces) if call.echo else ""
+        logprobs = completion_logprobs(call, prompt, r) if call.logprobs is not None else None
         choices.append(
-            {"index": i, "text": text, "logprobs": logprobs, "finish_reason": finish_reason(r.finish_reason)}
+            {"index": i, "text": prompt + r.text, "logprobs": logprobs, "finish_reason": finish_reason(r.finish_reason)}
         )
     prompt_tokens = sum(r.input_length for i, (_, r) in enumerate(results) if i % call.n == 0)
     return {
@@ -265,7 +391,7 @@ def completion_response(
         "object": "text_completion",
         "created": int(time.time()),
         "model": model,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": choices,
         "usage": usage(prompt_tokens, sum(r.generated_tokens for _, r in results)),
     }
@@ -279,19 +405,25 @@ def completion_chunk(
     index: int | None = None,
     text: str = "",
     finish: str | None = None,
+    logprobs: dict[str, Any] | None = None,
     usage_: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     choices = []
     if index is not None:
         choices.append(
-            {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason(finish) if finish else None}
+            {
+                "index": index,
+                "text": text,
+                "logprobs": logprobs,
+                "finish_reason": finish_reason(finish) if finish else None,
+            }
         )
     return {
         "id": request_id,
         "object": "text_completion",
         "created": created,
         "model": model,
-        "system_fingerprint": None,
+        "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": choices,
         "usage": usage_,
     }

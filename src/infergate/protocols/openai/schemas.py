@@ -1,4 +1,8 @@
-"""Wire models of OpenAI's chat and completions requests (the fields real clients send)."""
+"""Wire models of OpenAI's chat and completions requests: the fields this server honours.
+
+Fields it accepts without effect, or refuses with a 400 saying what to do, are in ``fields.py``; any other
+top-level field is refused as OpenAI does ("Unrecognized request argument supplied").
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "CompletionRequest", "StreamOptions"]
+__all__ = [
+    "MAX_CHAT_TOP_LOGPROBS",
+    "MAX_COMPLETION_LOGPROBS",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "CompletionRequest",
+    "StreamOptions",
+]
+
+MAX_CHAT_TOP_LOGPROBS = 20  # OpenAI's range for chat `top_logprobs`: 0..20
+MAX_COMPLETION_LOGPROBS = 5  # and for the legacy completions' `logprobs`: 0..5
 
 
 class _Wire(BaseModel):
+    # Nested objects keep OpenAI's leniency (clients send extra message fields: `refusal`, `audio`, ...);
+    # unknown top-level fields are refused by fields.py before these models run.
     model_config = ConfigDict(extra="ignore")
 
 
@@ -33,36 +49,45 @@ class StreamOptions(_Wire):
 
 class _Sampling(_Wire):
     model: str | None = None
-    max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
-    repetition_penalty: float | None = Field(None, gt=0.0)  # TGI's extension
-    top_k: int | None = Field(None, ge=1)  # vLLM's and TGI's extension
-    do_sample: bool | None = None  # TGI's; false is greedy (huggingface.js sends its `parameters` here)
     seed: int | None = Field(None, ge=0, le=2**64 - 1)
     stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1, le=8)
     logit_bias: dict[str, float] | None = None
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    user: str | None = None
+    # Extensions of vLLM and TGI (huggingface_hub, LangChain's and LiteLLM's vLLM clients send them).
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    top_k: int | None = Field(None, ge=-1)  # vLLM: -1 (or 0) means "all tokens"
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    typical_p: float | None = Field(None, gt=0.0, le=1.0)
+    ignore_eos: bool | None = None
+    include_stop_str_in_output: bool | None = None
+    truncate_prompt_tokens: int | None = Field(None, ge=1)
+    do_sample: bool | None = None  # TGI's; false is greedy (huggingface.js sends TGI's parameters here)
 
 
 class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
-    top_logprobs: int | None = Field(None, ge=0, le=5)
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    top_logprobs: int | None = Field(None, ge=0, le=MAX_CHAT_TOP_LOGPROBS)
+    # vLLM's: how the chat template is applied.
+    add_generation_prompt: bool | None = None
+    add_special_tokens: bool | None = None
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    # A string, a list of strings, token ids, or a list of token-id lists (OpenAI's four forms): checked by
+    # convert.py, whose message says which forms there are (a union's error lists every branch it tried).
+    prompt: Any
+    max_tokens: int | None = Field(None, ge=0)  # 0 with `echo`: the prompt's logprobs only
     suffix: str | None = None
     echo: bool | None = None
-    logprobs: int | None = Field(None, ge=0, le=5)
+    logprobs: int | None = Field(None, ge=0, le=MAX_COMPLETION_LOGPROBS)
     best_of: int | None = None
+    add_special_tokens: bool | None = None

@@ -1,0 +1,177 @@
+"""The top-level fields of OpenAI requests that the wire models do not honour, and what becomes of each.
+
+OpenAI answers 400 "Unrecognized request argument supplied: foo" for a field it does not know, so a typo never
+goes unnoticed; this server does the same, after knowing every field that real clients send: OpenAI's own
+(the `openai` SDK, LangChain, LiteLLM) and vLLM's and TGI's extensions (huggingface_hub, lm-eval, chat-ui).
+
+- ``IGNORED``: accepted, and without effect here (bookkeeping for OpenAI's platform, or hints that do not
+  change the answer).
+- ``REFUSED``: accepted at their neutral value (``tools: []``, ``response_format: {"type": "text"}``); any
+  other value asks for what this server cannot do, and is a 400 naming the field and saying what to do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from infergate.core.errors import BadRequestError
+
+__all__ = ["CHAT_REFUSED", "COMPLETION_REFUSED", "IGNORED", "SERVER_FIELDS", "check_fields", "lift_tgi_parameters"]
+
+IGNORED = frozenset(
+    {
+        "user",  # OpenAI: an end-user id for abuse monitoring
+        "metadata",  # OpenAI: tags for stored completions
+        "store",  # OpenAI: keep the completion for distillation/evals
+        "service_tier",  # OpenAI: which capacity pool to bill
+        "prompt_cache_key",  # OpenAI: a prompt-caching hint
+        "safety_identifier",  # OpenAI: the newer name for `user`
+        "prediction",  # OpenAI: predicted output, a speed hint; the answer is the same without it
+        "parallel_tool_calls",  # OpenAI: only matters with tools, which are refused when given
+        "tool_prompt",  # TGI: only matters with tools (huggingface_hub sends it)
+        "request_id",  # vLLM: a caller-chosen id
+        "priority",  # vLLM: scheduling priority; here the caller's tier sets it
+        "spaces_between_special_tokens",  # vLLM: special tokens are never in the text here
+        "cache_salt",  # vLLM: prefix-cache isolation; there is no shared prefix cache
+    }
+)
+
+
+# This server's own, read by its HTTP layer: `"options": {"wait_for_model": true, "use_cache": false}`, the body
+# form of x-wait-for-model and x-use-cache (the HF Inference API's).
+SERVER_FIELDS = frozenset({"options"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Refused:
+    neutral: Callable[[Any], bool]  # the values that ask for nothing beyond what the server does
+    advice: str
+
+
+def _none(value: Any) -> bool:
+    return value is None
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == [] or value == {}
+
+
+def _one_of(*allowed: Any) -> Callable[[Any], bool]:
+    return lambda value: value is None or any(value == a and type(value) is type(a) for a in allowed)
+
+
+def _text_format(value: Any) -> bool:
+    return value is None or (isinstance(value, dict) and value.get("type", "text") == "text")
+
+
+def _text_modalities(value: Any) -> bool:
+    return value is None or (isinstance(value, list) and all(m == "text" for m in value))
+
+
+_NO_TOOLS = (
+    "function calling is not supported by this server yet; leave it out, or describe the functions in the "
+    "messages and parse the answer yourself"
+)
+_NO_GRAMMAR = (
+    "constrained decoding (JSON, regex, grammar) is not supported by this server yet; leave it out and "
+    "ask for the format in the prompt"
+)
+_COMMON_REFUSED = {
+    "response_format": _Refused(_text_format, f'only {{"type": "text"}} is supported; {_NO_GRAMMAR}'),
+    "guided_json": _Refused(_none, _NO_GRAMMAR),
+    "guided_regex": _Refused(_none, _NO_GRAMMAR),
+    "guided_choice": _Refused(_none, _NO_GRAMMAR),
+    "guided_grammar": _Refused(_none, _NO_GRAMMAR),
+    "guided_decoding_backend": _Refused(_none, _NO_GRAMMAR),
+    "guided_whitespace_pattern": _Refused(_none, _NO_GRAMMAR),
+    "structured_outputs": _Refused(_none, _NO_GRAMMAR),
+    "grammar": _Refused(_none, _NO_GRAMMAR),
+    "use_beam_search": _Refused(_one_of(False), "beam search is not supported; leave it out (sampling or greedy)"),
+    "length_penalty": _Refused(_one_of(1, 1.0), "it applies to beam search, which is not supported; leave it out"),
+    "min_tokens": _Refused(_one_of(0), "a minimum length is not supported; leave it out"),
+    "stop_token_ids": _Refused(_empty, "stop token ids are not supported; use `stop` with the tokens' text"),
+    "prompt_logprobs": _Refused(
+        _none, "use /v1/completions with `echo: true` and `logprobs` for the prompt tokens' logprobs"
+    ),
+    "skip_special_tokens": _Refused(_one_of(True), "special tokens are always left out of the text here"),
+    "return_tokens_as_token_ids": _Refused(_one_of(False), "tokens are returned as text; leave it out"),
+    "logits_processors": _Refused(_empty, "custom logits processors are not supported; leave them out"),
+    "allowed_token_ids": _Refused(_empty, "use `logit_bias` to favour or ban tokens"),
+    "bad_words": _Refused(_empty, "use `logit_bias` with -100 to ban tokens"),
+    "vllm_xargs": _Refused(_empty, "leave it out"),
+    "kv_transfer_params": _Refused(_empty, "disaggregated serving is not supported; leave it out"),
+}
+
+CHAT_REFUSED = {
+    **_COMMON_REFUSED,
+    "tools": _Refused(_empty, _NO_TOOLS),
+    "tool_choice": _Refused(_one_of("none", "auto"), _NO_TOOLS),
+    "functions": _Refused(_empty, _NO_TOOLS),
+    "function_call": _Refused(_one_of("none", "auto"), _NO_TOOLS),
+    "audio": _Refused(_none, "audio output is not supported; leave `audio` out and ask for text"),
+    "modalities": _Refused(_text_modalities, 'only text output is supported; send ["text"] or leave it out'),
+    "reasoning_effort": _Refused(
+        _none, "it applies to reasoning models, and the models served here are not; leave it out"
+    ),
+    "verbosity": _Refused(_none, "it applies to reasoning models, and the models served here are not; leave it out"),
+    "web_search_options": _Refused(_none, "web search is not available on this server; leave it out"),
+    "best_of": _Refused(_one_of(1), "use `n` for several choices"),
+    "echo": _Refused(_one_of(False), "use /v1/completions with `echo: true` to get the prompt back"),
+    "continue_final_message": _Refused(
+        _one_of(False), "continuing the last assistant message is not supported; leave it out"
+    ),
+    "chat_template": _Refused(_none, "the model's own chat template is always used; leave it out"),
+    "chat_template_kwargs": _Refused(_empty, "the model's own chat template is used as it is; leave it out"),
+    "documents": _Refused(_empty, "put the documents in the messages"),
+    "mm_processor_kwargs": _Refused(_empty, "the models served here read text only; leave it out"),
+}
+
+COMPLETION_REFUSED = {
+    **_COMMON_REFUSED,
+    "watermark": _Refused(_one_of(False), "watermarking is not supported by this server; leave it out"),
+    "adapter_id": _Refused(_none, "this server serves no LoRA adapters; leave it out"),
+}
+
+# TGI's names for OpenAI's fields. huggingface.js 4.x sends `textGeneration` for an endpoint URL to
+# `{url}/v1/completions` with TGI's `parameters` flattened into the body, and llm-vscode's default request body
+# keeps them under `parameters`: both mean what TGI means by them.
+_TGI_NAMES = {
+    "max_new_tokens": "max_tokens",
+    "return_full_text": "echo",
+    "truncate": "truncate_prompt_tokens",
+    "stop_sequences": "stop",
+}
+# TGI fields that shape TGI's own answer, which an OpenAI completion has no place for.
+_TGI_ANSWER_SHAPE = ("details", "decoder_input_details", "top_n_tokens")
+
+
+def check_fields(body: dict[str, Any], known: Iterable[str], refused: dict[str, _Refused]) -> None:
+    """Refuse an unknown top-level field, or a field asking for what this server cannot do (BadRequestError
+    naming it, as OpenAI's 400 does)."""
+    known = set(known)
+    unknown = [k for k in body if k not in known and k not in IGNORED and k not in SERVER_FIELDS and k not in refused]
+    if unknown:
+        raise BadRequestError(f"Unrecognized request argument supplied: {', '.join(unknown)}", param=unknown[0])
+    for name, rule in refused.items():
+        if name in body and not rule.neutral(body[name]):
+            raise BadRequestError(f"`{name}` is not supported by this server: {rule.advice}", param=name)
+
+
+def lift_tgi_parameters(body: dict[str, Any]) -> dict[str, Any]:
+    """A completions body with TGI's parameters (top level, or under `parameters`) under OpenAI's names; a field
+    given under both names keeps the OpenAI one."""
+    lifted = dict(body)
+    nested = lifted.pop("parameters", None)
+    if nested is not None and not isinstance(nested, dict):
+        raise BadRequestError("`parameters` must be an object of TGI parameters", param="parameters")
+    for name, value in (nested or {}).items():
+        lifted.setdefault(name, value)
+    for tgi, openai in _TGI_NAMES.items():
+        if tgi in lifted:
+            value = lifted.pop(tgi)
+            lifted.setdefault(openai, value)
+    for name in _TGI_ANSWER_SHAPE:
+        lifted.pop(name, None)
+    return lifted
