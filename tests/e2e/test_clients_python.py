@@ -322,6 +322,24 @@ def test_llm_vscode_openai_backend(server: Server) -> None:
     assert [isinstance(c["text"], str) for c in r.json()["choices"]] == [True]
 
 
+def test_llm_vscode_openai_backend_with_the_default_request_body(server: Server) -> None:
+    """llm-vscode's default requestBody is the HF backend's (`parameters` with TGI's names); switched to the
+    openai backend it is sent as it is, beside prompt, model and stream: TGI's names are read as OpenAI's."""
+    body = {
+        "parameters": {**LLM_VSCODE_PARAMETERS, "max_new_tokens": 4, "return_full_text": False},
+        "prompt": FIM_PROMPT,
+        "model": MODEL_ID,
+        "stream": False,
+    }
+    r = httpx.post(
+        f"{server.base_url}/v1/completions", json=body, headers={**LLM_LS_HEADERS, **auth(server)}, timeout=120
+    )
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["usage"]["completion_tokens"] <= 4  # max_new_tokens, not OpenAI's default of 16
+    assert not answer["choices"][0]["text"].startswith(FIM_PROMPT)  # return_full_text: false
+
+
 # -- chat-ui's `openai` endpoint (huggingface/chat-ui src/lib/server/endpoints/openai/endpointOai.ts) -----------
 
 

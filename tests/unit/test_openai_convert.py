@@ -467,3 +467,34 @@ def test_completion_response_without_echo() -> None:
     out = completion_response(call, "m", "cmpl-1", [(0, result(" there", 4, 2, "length"))])
     assert out["choices"] == [{"index": 0, "text": " there", "logprobs": None, "finish_reason": "length"}]
     assert out["usage"] == {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}
+
+
+# --- TGI's parameters in a completions body (huggingface.js flattens them; llm-vscode nests them) -------------
+
+
+def test_tgi_names_are_read_as_openai_ones_at_the_top_level() -> None:
+    call = completion(max_new_tokens=7, return_full_text=True, stop_sequences=["\n"], truncate=5, details=True)
+    assert call.max_tokens == 7 and call.echo
+    assert call.wire.stop == ["\n"] and call.wire.truncate_prompt_tokens == 5
+
+
+def test_tgi_parameters_nested_under_parameters_are_read_too() -> None:
+    call = completion(parameters={"max_new_tokens": 3, "temperature": 0.2, "return_full_text": False})
+    assert call.max_tokens == 3 and not call.echo and call.wire.temperature == 0.2
+
+
+def test_the_openai_name_wins_over_the_tgi_one() -> None:
+    assert completion(max_tokens=9, max_new_tokens=3).max_tokens == 9
+    assert completion(max_tokens=9, parameters={"max_new_tokens": 3}).max_tokens == 9
+
+
+def test_tgi_parameters_this_server_cannot_honour_are_refused() -> None:
+    with pytest.raises(BadRequestError) as info:
+        completion(watermark=True)
+    assert info.value.param == "watermark"
+    with pytest.raises(BadRequestError) as info:
+        completion(parameters="fast")
+    assert info.value.param == "parameters"
+    with pytest.raises(BadRequestError) as info:
+        completion(parameters={"nonsense": 1})
+    assert info.value.param == "nonsense"

@@ -56,8 +56,10 @@ def _openai_route(path: str) -> bool:
 def openai_error(
     message: str, kind: str, status: int, param: str | None = None, code: str | None = None
 ) -> dict[str, Any]:
-    """OpenAI's error shape: its SDK shows `error.message` to the user (a flat string reads "Error code: 422")."""
-    return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    """OpenAI's error shape: its SDK shows `error.message` to the user (a flat string reads "Error code: 422").
+    The top-level `message` is for huggingface.js, which shows only a string `error`, `detail` or `message`
+    (else "an HTTP error occurred"); OpenAI's SDKs read the `error` object."""
+    return {"error": {"message": message, "type": kind, "param": param, "code": code}, "message": message}
 
 
 # OpenAI's error types and codes (its SDKs pick the exception from the status; people read these).

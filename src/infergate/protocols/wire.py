@@ -82,8 +82,8 @@ class InferenceOptions(BaseModel):
     )
     wait_for_model: bool | None = Field(
         None,
-        description="true: wait while the model loads instead of a 503 with `estimated_time` (header "
-        "x-wait-for-model wins)",
+        description="false: a 503 with `estimated_time` at once while the model loads, instead of waiting for it "
+        "(the default; header x-wait-for-model wins)",
     )
 
 
