@@ -16,25 +16,17 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # script_support.py
 from huggingface_hub import InferenceClient
 from langchain_core.messages import HumanMessage
 from langchain_huggingface import ChatHuggingFace, HuggingFaceEndpoint, HuggingFaceEndpointEmbeddings
+from script_support import attempt  # noqa: E402
 
 PROMPT = "The capital of France is"
 QUESTION = [HumanMessage(content="What is the capital of France? Answer in one sentence.")]
-
-
-def attempt(results: dict[str, Any], name: str, call: Callable[[], Any]) -> None:
-    start = time.monotonic()
-    try:
-        results[name] = call()
-    except Exception as e:  # noqa: BLE001 - the JSON reports every failure by its type
-        results[name] = {"error": f"{type(e).__name__}: {e}"}
-    results.setdefault("seconds", {})[name] = round(time.monotonic() - start, 2)
 
 
 def main() -> None:

@@ -14,23 +14,15 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # script_support.py
+from script_support import attempt  # noqa: E402
 from text_generation import AsyncClient, Client
 from text_generation.types import Message
 
 PROMPT = "The capital of France is"
-
-
-def attempt(results: dict[str, Any], name: str, call: Callable[[], Any]) -> None:
-    start = time.monotonic()
-    try:
-        results[name] = call()
-    except Exception as e:  # noqa: BLE001 - the JSON reports every failure by its type
-        results[name] = {"error": f"{type(e).__name__}: {e}"}
-    results.setdefault("seconds", {})[name] = round(time.monotonic() - start, 2)
 
 
 def response_json(r: Any) -> dict[str, Any]:
