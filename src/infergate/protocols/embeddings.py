@@ -195,7 +195,8 @@ def parse_openai_embeddings(body: Any) -> tuple[str | None, EmbedRequest, str]:
     value = body.get("input")
     if isinstance(value, list) and value and all(isinstance(v, int) or isinstance(v, list) for v in value):
         raise ValidationError(
-            "`input` as token ids is not supported; send the text itself (a string or a list of strings)",
+            "`input` as token ids is not supported; send the text itself (a string or a list of strings). "
+            "LangChain's OpenAIEmbeddings sends OpenAI's token ids unless given check_embedding_ctx_length=False",
             param="input",
         )
     texts = _texts(value, "input", OPENAI_EXAMPLE)
