@@ -316,3 +316,20 @@ def test_error_bodies_on_raw_http(client: httpx.Client) -> None:
     body = r.json()
     assert body["error"]["param"] == "temperature" and body["error"]["type"] == "invalid_request_error"
     assert json.dumps(body["error"]["code"]) == "null"
+
+
+def test_alternatives_filtered_out_by_sampling_are_reported_at_vllms_floor(oai: openai.OpenAI) -> None:
+    """top_k=1 leaves one token with any probability: the other 19 alternatives have a logprob of -inf, which
+    JSON cannot carry (this was a 500); they come back at -9999.0, as vLLM reports them."""
+    chat = oai.chat.completions.create(
+        model=MODEL_ID,
+        messages=[{"role": "user", "content": "Hi"}],
+        max_tokens=2,
+        logprobs=True,
+        top_logprobs=20,
+        extra_body={"top_k": 1},
+    )
+    content = chat.choices[0].logprobs.content  # type: ignore[union-attr]
+    assert content and len(content[0].top_logprobs) == 20
+    floors = [t.logprob for t in content[0].top_logprobs if t.logprob == -9999.0]
+    assert len(floors) >= 1

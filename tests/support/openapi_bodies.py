@@ -29,6 +29,7 @@ CAPS = {
     "max_completion_tokens": GENERATED_TOKENS,
     "n": 2,
     "truncate": 64,  # <= the model's max_input_tokens, which only GET /info knows
+    "truncate_prompt_tokens": 64,  # the same rule, under vLLM's name on the OpenAI routes
     "dimensions": 16,  # <= the embedding model's dimension (384), which only the model knows
     "num_inference_steps": 2,
     "width": 64,
@@ -265,12 +266,14 @@ def _openai_top_logprobs(body: dict[str, Any], route: str) -> None:
 
 
 def _openai_prompts(body: dict[str, Any], route: str) -> None:
-    """prompt is a non-empty string (minLength), or a list of 1 to 4 of them (minItems/maxItems)."""
-    prompts = body.get("prompt")
-    if isinstance(prompts, list):
-        body["prompt"] = [p or "Hello" for p in prompts] or ["Hello"]
-    elif not prompts:
-        body["prompt"] = "Hello"
+    """Token ids must be in the model's vocabulary (the model, not the schema, knows its size)."""
+
+    def in_vocabulary(value: Any) -> Any:
+        if isinstance(value, list):
+            return [in_vocabulary(v) for v in value]
+        return value % 1000 if isinstance(value, int) and not isinstance(value, bool) else value
+
+    body["prompt"] = in_vocabulary(body.get("prompt"))
 
 
 def _infill_model(body: dict[str, Any], route: str) -> None:

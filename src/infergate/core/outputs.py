@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from infergate.core.params import FinishReason
 
 __all__ = [
+    "MIN_LOGPROB",
     "Embeddings",
     "GenerationResult",
     "PromptInfo",
@@ -25,12 +26,21 @@ class Embeddings:
     tokens: int
 
 
+# The floor of a reported logprob. A token that top-k, top-p or min-p filtered out has a logprob of -inf, which
+# JSON cannot carry (the response failed with a 500); vLLM reports such tokens at -9999.0, and so does this server.
+MIN_LOGPROB = -9999.0
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     id: int
     text: str
     logprob: float | None
     special: bool = False
+
+    def __post_init__(self) -> None:
+        if self.logprob is not None and not self.logprob >= MIN_LOGPROB:  # `not >=` also floors NaN
+            object.__setattr__(self, "logprob", MIN_LOGPROB)
 
 
 @dataclass(frozen=True, slots=True)

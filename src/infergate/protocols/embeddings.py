@@ -11,7 +11,7 @@ from pydantic import ConfigDict, Field, StringConstraints
 
 from infergate.core.errors import ValidationError
 from infergate.core.requests import EmbedRequest
-from infergate.protocols.openai.fields import check_fields
+from infergate.protocols.openai.fields import check_fields, closed_schema
 from infergate.protocols.wire import Doc, OptionsField
 
 __all__ = [
@@ -87,14 +87,15 @@ class SentenceSimilarityRequest(Doc):
     options: OptionsField = None
 
 
+def _openai_schema(schema: dict[str, Any]) -> None:
+    closed_schema(schema)
+    schema["examples"] = [{"model": "sentence-transformers/all-MiniLM-L6-v2", "input": ["first", "second"]}]
+
+
 class EmbeddingsRequest(Doc):
     """OpenAI's `/v1/embeddings` body."""
 
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"model": "sentence-transformers/all-MiniLM-L6-v2", "input": ["first", "second"]}]
-        }
-    )
+    model_config = ConfigDict(json_schema_extra=_openai_schema)
     model: str | None = Field(None, description="an embedding model; the first one in the catalog when absent")
     input: _Texts = Field(description="a string or a non-empty list of strings (not token ids)")
     encoding_format: Literal["float", "base64"] | None = Field(

@@ -18,7 +18,15 @@ from typing import Any
 
 from infergate.core.errors import BadRequestError
 
-__all__ = ["CHAT_REFUSED", "COMPLETION_REFUSED", "IGNORED", "SERVER_FIELDS", "check_fields", "lift_tgi_parameters"]
+__all__ = [
+    "CHAT_REFUSED",
+    "COMPLETION_REFUSED",
+    "IGNORED",
+    "SERVER_FIELDS",
+    "check_fields",
+    "closed_schema",
+    "lift_tgi_parameters",
+]
 
 IGNORED = frozenset(
     {
@@ -175,3 +183,18 @@ def lift_tgi_parameters(body: dict[str, Any]) -> dict[str, Any]:
     for name in _TGI_ANSWER_SHAPE:
         lifted.pop(name, None)
     return lifted
+
+
+def closed_schema(schema: dict[str, Any]) -> None:
+    """``json_schema_extra`` of a top-level OpenAI request model: what ``check_fields`` lets through is what the
+    schema documents. The fields accepted without effect (any value) and `options` become properties, and any
+    other field is refused (`additionalProperties: false`). The refused fields are left out: only their neutral
+    value is accepted, which the schema does not try to say."""
+    properties = schema.setdefault("properties", {})
+    for name in sorted(IGNORED):
+        properties.setdefault(name, {"description": "accepted, without effect on the answer"})
+    properties.setdefault(
+        "options",
+        {"description": 'the HF API\'s options, `{"use_cache": false, "wait_for_model": false}` (the headers win)'},
+    )
+    schema["additionalProperties"] = False

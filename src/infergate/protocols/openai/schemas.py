@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from infergate.protocols.openai.fields import closed_schema
+
 __all__ = [
     "MAX_CHAT_TOP_LOGPROBS",
     "MAX_COMPLETION_LOGPROBS",
@@ -71,6 +73,8 @@ class _Sampling(_Wire):
 
 
 class ChatCompletionRequest(_Sampling):
+    model_config = ConfigDict(extra="ignore", json_schema_extra=closed_schema)
+
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -81,10 +85,21 @@ class ChatCompletionRequest(_Sampling):
     add_special_tokens: bool | None = None
 
 
+_TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}
+_PROMPT_FORMS: list[Any] = [
+    {"type": "string", "minLength": 1},
+    {**_TOKEN_IDS, "description": "token ids of the model's vocabulary, run as sent"},
+    {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1, "maxItems": 4},
+    {"type": "array", "items": _TOKEN_IDS, "minItems": 1, "maxItems": 4},
+]
+
+
 class CompletionRequest(_Sampling):
+    model_config = ConfigDict(extra="ignore", json_schema_extra=closed_schema)
+
     # A string, a list of strings, token ids, or a list of token-id lists (OpenAI's four forms): checked by
     # convert.py, whose message says which forms there are (a union's error lists every branch it tried).
-    prompt: Any
+    prompt: Any = Field(json_schema_extra={"anyOf": _PROMPT_FORMS})
     max_tokens: int | None = Field(None, ge=0)  # 0 with `echo`: the prompt's logprobs only
     suffix: str | None = None
     echo: bool | None = None
