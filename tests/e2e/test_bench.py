@@ -19,7 +19,8 @@ def bench(*args: str) -> tuple[list[str], dict[str, object]]:
     return lines, json.loads(lines[-1])
 
 
-@pytest.mark.parametrize("args", [(), ("--config-shape", "smollm2-135m")], ids=["packaged-over-http", "shape"])
+# The packaged model's runs (llama.cpp, and `--runner torch`) are the README's commands: test_readme.py runs them.
+@pytest.mark.parametrize("args", [("--config-shape", "smollm2-135m")], ids=["shape"])
 def test_bench_engine_prints_a_table_and_a_json_line(args: tuple[str, ...]) -> None:
     lines, result = bench(*args)
     assert KEYS <= result.keys()
@@ -30,11 +31,7 @@ def test_bench_engine_prints_a_table_and_a_json_line(args: tuple[str, ...]) -> N
     names = [line.split("  ")[0] for line in lines[header + 1 : header + 6]]
     assert names[:2] == ["engine, 1 stream(s)", "engine, 2 stream(s)"]
     assert any(n.startswith("generate(), static batch of 2") for n in names)
-    if not args:  # the packaged GGUF on a CPU: llama.cpp serves it, and llama.cpp's own runs are the yardsticks
-        assert result["runner"] == "llama.cpp"
-        assert isinstance(result["llamacpp_single_tok_s"], float) and result["llamacpp_single_tok_s"] > 0
-        assert isinstance(result["llamacpp_batched_tok_s"], float) and result["llamacpp_batched_tok_s"] > 0
-        assert any(line.startswith("llama.cpp batched decode, 2") for line in lines)
+
 
 
 def test_bench_engine_refuses_a_gpu_run_without_a_model_to_run() -> None:

@@ -153,6 +153,22 @@ def _run(served: Served, command: str, python: str | None = None, timeout: float
     return out.stdout
 
 
+def check_bench(out: str, runner: str) -> None:
+    """The benchmark's table and JSON line (at a tiny size: it runs, it reports; speeds are for bench/)."""
+    lines = out.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert result["device"] == "cpu" and result["runner"] == runner
+    for key in ("engine_tok_s", "hf_serial_tok_s", "hf_static_tok_s"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert "ttft_p50_s" in result
+    header = next(i for i, line in enumerate(lines) if line.startswith("how"))
+    names = [line.split("  ")[0] for line in lines[header + 1 : header + 6]]
+    assert names[:2] == ["engine, 1 stream(s)", "engine, 2 stream(s)"]
+    if runner == "llama.cpp":  # llama.cpp's own runs are the yardsticks of the packaged GGUF on a CPU
+        assert result["llamacpp_single_tok_s"] > 0 and result["llamacpp_batched_tok_s"] > 0
+        assert any(line.startswith("llama.cpp batched decode, 2") for line in lines)
+
+
 def test_the_readme_shows_commands_this_test_finds() -> None:
     """A guard against the parser going blind: the README's known commands are all found."""
     found = sh_commands() + inline_commands()
@@ -170,7 +186,10 @@ def test_every_shell_command_runs(served: Served) -> None:
             command = command.replace(*BENCH_SIZE)
             if "--streams" not in command:
                 command += " " + BENCH_SIZE[1]
+            command += " --json"  # the README: "add --json for one JSON line"
         out = _run(served, command)
+        if "bench engine" in command:
+            check_bench(out, runner="torch" if "--runner torch" in command else "llama.cpp")
         if command.startswith("curl"):
             answer = json.loads(out)
             assert "error" not in answer, (command, answer)
