@@ -33,7 +33,6 @@ def test_bench_engine_prints_a_table_and_a_json_line(args: tuple[str, ...]) -> N
     assert any(n.startswith("generate(), static batch of 2") for n in names)
 
 
-
 def test_bench_engine_refuses_a_gpu_run_without_a_model_to_run() -> None:
     out = subprocess.run(
         [sys.executable, "-m", "infergate", "bench", "engine", "--device", "cuda"],
