@@ -227,7 +227,11 @@ def test_a_client_that_leaves_frees_its_cache_while_others_run(server: Server) -
         body = {"inputs": b_prompt, "parameters": {"max_new_tokens": 200}}
         with httpx.stream("POST", f"{base}/generate_stream", json=body, timeout=120) as r:
             next(line for line in r.iter_lines() if line.startswith("data:"))
-            with_b = kv_tokens(server)
+            # The gauge is set by the step loop: poll it while B is still connected (one read right after B's
+            # first token once saw the count of before B's prefill, 30 of A's positions).
+            deadline = time.monotonic() + 10
+            while (with_b := kv_tokens(server)) < a_prompt_tokens + b_prompt_tokens and time.monotonic() < deadline:
+                time.sleep(0.05)
         # B hung up after one token: its positions leave llama.cpp's cache; A's stay and keep growing.
         assert with_b >= a_prompt_tokens + b_prompt_tokens
         deadline = time.monotonic() + 10
