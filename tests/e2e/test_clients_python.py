@@ -304,6 +304,12 @@ def test_llm_vscode_tgi_backend_needs_a_single_generation(server: Server) -> Non
     assert isinstance(r.json(), dict) and isinstance(r.json()["generated_text"], str)
 
 
+def _llm_ls_openai(server: Server, body: dict[str, Any]) -> httpx.Response:
+    """What llm-ls's openai backend sends: POST BASE/v1/completions with its headers."""
+    headers = {**LLM_LS_HEADERS, **auth(server)}
+    return httpx.post(f"{server.base_url}/v1/completions", json=body, headers=headers, timeout=120)
+
+
 def test_llm_vscode_openai_backend(server: Server) -> None:
     """`backend: openai, url: BASE`: POST BASE/v1/completions with the user's requestBody plus prompt, model and
     stream: false; llm-ls reads choices[].text."""
@@ -315,9 +321,7 @@ def test_llm_vscode_openai_backend(server: Server) -> None:
         "model": MODEL_ID,
         "stream": False,
     }
-    r = httpx.post(
-        f"{server.base_url}/v1/completions", json=body, headers={**LLM_LS_HEADERS, **auth(server)}, timeout=120
-    )
+    r = _llm_ls_openai(server, body)
     assert r.status_code == 200, r.text
     assert [isinstance(c["text"], str) for c in r.json()["choices"]] == [True]
 
@@ -331,9 +335,7 @@ def test_llm_vscode_openai_backend_with_the_default_request_body(server: Server)
         "model": MODEL_ID,
         "stream": False,
     }
-    r = httpx.post(
-        f"{server.base_url}/v1/completions", json=body, headers={**LLM_LS_HEADERS, **auth(server)}, timeout=120
-    )
+    r = _llm_ls_openai(server, body)
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["usage"]["completion_tokens"] <= 4  # max_new_tokens, not OpenAI's default of 16

