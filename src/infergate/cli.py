@@ -33,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default 8000)")
     serve.add_argument("--config", type=Path, dest="serve_config", help=argparse.SUPPRESS)
+    serve.add_argument(
+        "--engine",
+        action="store_true",
+        help="engine mode: serve the catalog to a gateway in front (no accounts, limits or cache; only the "
+        "service token in $INFERGATE_SERVICE_TOKEN)",
+    )
 
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="action", required=True)
     create = users.add_parser("create", help="create a user")
@@ -150,7 +156,7 @@ def _models(settings: Settings, url: str | None) -> int:
             m.id,
             m.task,
             ", ".join(m.tiers) if m.tiers else "all",
-            m.source,
+            m.source or ", ".join(m.remote or ()),
             "startup" if m.load_at_startup else "first use",
             live.get(m.id, {}).get("state", "-") if live is not None else "not serving",
             f"{live[m.id]['memory_mb']:.0f} MB" if live is not None and live.get(m.id, {}).get("memory_mb") else "-",
@@ -159,6 +165,14 @@ def _models(settings: Settings, url: str | None) -> int:
         for m in settings.models
     ]
     print(_table(("id", "task", "tiers", "source", "loads at", "state", "memory", "runner"), rows))
+    replicas = [
+        (m.id, r["url"], r["state"], r["in_flight"], r.get("last_error") or "-")
+        for m in settings.models
+        for r in (live or {}).get(m.id, {}).get("replicas", [])
+    ]
+    if replicas:
+        print()
+        print(_table(("remote model", "replica", "state", "in flight", "last error"), replicas))
     if live is None:
         print(f"(no server answered at {url}: states and memory show while `infergate serve` runs; --url URL)")
     return 0
@@ -170,6 +184,8 @@ def _runner(entry: ModelEntry, live: dict[str, dict[str, Any]] | None) -> str:
         return "-"
     if live is not None and live.get(entry.id, {}).get("runner"):
         return str(live[entry.id]["runner"])
+    if entry.remote is not None:
+        return f"remote ({entry.protocol})"
     from infergate.engines.textgen.choice import choose_runner
 
     return choose_runner(entry.runner, entry.source)
@@ -237,7 +253,9 @@ def _bench(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     config = getattr(args, "serve_config", None) or args.config
-    overrides = {"server": {"host": args.host, "port": args.port}} if args.command == "serve" else {}
+    overrides: dict[str, Any] = {}
+    if args.command == "serve":
+        overrides = {"server": {"host": args.host, "port": args.port, "role": "engine" if args.engine else None}}
     try:
         settings = load_settings(config, overrides)
     except SettingsError as exc:
@@ -253,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=logging.WARNING, format=_FORMAT)
         return _admin(args, settings)
     logging.basicConfig(level=logging.INFO, format=_FORMAT)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per call to a remote engine is noise
     # The data directory keeps a log of its own, beside the database and caches.
     logs = settings.home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -261,5 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().addHandler(handler)
     from infergate.app import run  # heavy imports only when serving
 
-    run(settings)
+    try:
+        run(settings)
+    except SettingsError as exc:
+        print(f"infergate: {exc}", file=sys.stderr)
+        return 2
     return 0

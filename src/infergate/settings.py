@@ -21,11 +21,13 @@ __all__ = [
     "CacheSettings",
     "EngineSettings",
     "ModelEntry",
+    "RemoteSettings",
     "ServerSettings",
     "Settings",
     "SettingsError",
     "TierSettings",
     "load_settings",
+    "secret",
 ]
 
 DEFAULT_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -50,6 +52,12 @@ class ServerSettings(_Strict):
     access_log: bool = True  # one line per request on stderr (uvicorn's); tokens are never in it
     # How long a request may wait for its model to load (unless it sends `x-wait-for-model: false`); then a 503.
     wait_for_model_s: float = 300.0
+    # "gateway" serves users (accounts, limits, cache, usage); "engine" (`infergate serve --engine`) serves the
+    # local catalog to a gateway in front: no accounts, limits or cache, only the gateway's service token.
+    role: Literal["gateway", "engine"] = "gateway"
+    # The environment variable holding the service token an engine-mode server accepts (and that a gateway
+    # sends to `protocol = "infergate"` replicas unless their entry names another `api_key_env`).
+    service_token_env: str = "INFERGATE_SERVICE_TOKEN"
 
 
 class EngineSettings(_Strict):
@@ -99,14 +107,39 @@ class CacheSettings(_Strict):
     max_bytes: int = Field(256 * 1024 * 1024, ge=0)
 
 
+class RemoteSettings(_Strict):
+    """How a gateway spreads requests over a remote model's replicas and notices when one fails."""
+
+    # A replica that fails (connection error, 5xx) is left out this long, or until a health probe answers.
+    eject_s: float = Field(5.0, gt=0)
+    probe_interval_s: float = Field(1.0, gt=0, description="seconds between health probes of each replica")
+    connect_timeout_s: float = Field(2.0, gt=0)
+    # Seconds of silence from a replica (before its first token, or between tokens) before the request fails.
+    read_timeout_s: float = Field(120.0, gt=0)
+    # Requests whose prompts share their first `affinity_chars` characters go to the same replica (its prefix
+    # cache then holds them), unless that replica has `affinity_slack` more requests in flight than the least
+    # loaded one: affinity lets go under load. 0 turns affinity off.
+    affinity_chars: int = Field(0, ge=0)
+    affinity_slack: int = Field(4, ge=0)
+
+
 class ModelEntry(_Strict):
     """One catalog entry. ``source`` is a hub id, a local directory, a model file, ``package:PKG/FILE`` for a
     model shipped inside a Python package, or ``assemble:PKG`` for a package whose ``assemble()`` writes it.
-    ``tiers`` lists who may use it (None: everyone)."""
+    ``tiers`` lists who may use it (None: everyone).
+
+    ``remote`` (instead of ``source``) lists the base URLs of replicas of an engine that serves the model
+    elsewhere: ``protocol`` says what they speak ("openai": vLLM, SGLang, llama.cpp's server, Ollama, LiteLLM;
+    "tgi"; "infergate": another infergate in engine mode), ``remote_model`` the name they know it by, and
+    ``api_key_env`` the environment variable holding their API key (never the key itself)."""
 
     id: str
     task: str = "text-generation"
-    source: str
+    source: str = ""
+    remote: tuple[str, ...] | None = None
+    protocol: Literal["openai", "tgi", "infergate"] = "openai"
+    remote_model: str | None = None
+    api_key_env: str | None = None
     load_at_startup: bool = True
     max_total_tokens: int | None = None
     tiers: tuple[str, ...] | None = None
@@ -118,6 +151,27 @@ class ModelEntry(_Strict):
     # What runs a text generation model: "auto" is llama.cpp for a GGUF file on a machine without a GPU
     # (it computes on the quantized weights), PyTorch otherwise; name one to insist on it.
     runner: Literal["auto", "torch", "llama.cpp"] = "auto"
+
+    @model_validator(mode="after")
+    def _source_or_remote(self) -> ModelEntry:
+        if self.remote is not None:
+            if not self.remote:
+                raise ValueError(f"model {self.id}: `remote` lists no replica; give at least one base URL")
+            if self.source:
+                raise ValueError(
+                    f"model {self.id}: give `source` (served here) or `remote` (served elsewhere), not both"
+                )
+            bad = [u for u in self.remote if not u.startswith(("http://", "https://"))]
+            if bad:
+                raise ValueError(f"model {self.id}: `remote` entries must be http:// or https:// URLs; got {bad}")
+            if self.task not in ("text-generation", "feature-extraction", "sentence-similarity"):
+                raise ValueError(
+                    f"model {self.id}: a remote model serves text-generation, feature-extraction or "
+                    f"sentence-similarity; {self.task!r} runs only here (give it a `source`)"
+                )
+        elif not self.source:
+            raise ValueError(f"model {self.id}: give a `source` (a model to load here) or `remote` (replica URLs)")
+        return self
 
     @model_validator(mode="after")
     def _runner_fits_source(self) -> ModelEntry:
@@ -139,6 +193,7 @@ class Settings(_Strict):
     engine: EngineSettings = EngineSettings()
     auth: AuthSettings = AuthSettings()
     cache: CacheSettings = CacheSettings()
+    remote: RemoteSettings = RemoteSettings()
     tiers: dict[str, TierSettings]
     models: tuple[ModelEntry, ...] = ()
 
@@ -195,6 +250,12 @@ def _read(config_file: Path) -> dict[str, Any]:
         raise SettingsError(f"config file {config_file} cannot be read ({exc}); pass a UTF-8 TOML file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise SettingsError(f"config file {config_file} is not valid TOML: {exc}") from exc
+
+
+def secret(env_name: str | None) -> str | None:
+    """A secret named by the config (an upstream API key, the service token), read from the environment: the
+    config file names the variable, never the value."""
+    return os.environ.get(env_name) or None if env_name else None
 
 
 def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

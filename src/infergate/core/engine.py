@@ -17,6 +17,8 @@ __all__ = [
     "ModelEngine",
     "ModelLimits",
     "PipelineRunner",
+    "Replicated",
+    "ReplicaStatus",
     "TextGenerator",
     "TokenSpan",
 ]
@@ -128,3 +130,27 @@ class ImageGenerator(ModelEngine, Protocol):
     async def text_to_image(self, request: ImageRequest) -> tuple[bytes, int]:
         """The image encoded as ``request.format``, and the seed it was made with (random when none was given);
         ValidationError for a scheduler the model cannot use."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaStatus:
+    """One replica of a remote model, as /v1/models, `infergate models list` and /metrics show it. ``state`` is
+    "up", "ejected" (failed; out until a probe answers or the ejection ends) or "cooling" (said 429/503)."""
+
+    url: str
+    state: str
+    in_flight: int
+    last_error: str | None
+    requests: int
+    errors: int
+    retries: int
+    ejections: int
+    latency_sum_s: float
+    latency_count: int
+
+
+@runtime_checkable
+class Replicated(Protocol):
+    """An engine that spreads requests over replicas elsewhere."""
+
+    def replica_views(self) -> list[ReplicaStatus]: ...

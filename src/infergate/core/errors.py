@@ -13,6 +13,8 @@ InfergateError
 ├── ModelLoadingError      the model is not ready yet (carries an estimated time)
 ├── ModelLoadFailedError   the model could not be loaded (carries the cause)
 ├── GenerationError        the model failed while generating
+│   └── ReplicaLostError   a remote engine failed mid-answer (a caller that has seen nothing may run it again)
+├── UpstreamUnavailableError  no replica of a remote model answers (carries when to retry)
 └── ShuttingDownError      the server is stopping and takes no new work
 """
 
@@ -25,7 +27,9 @@ __all__ = [
     "ForbiddenError",
     "Quota",
     "RateLimitedError",
+    "ReplicaLostError",
     "UnauthorizedError",
+    "UpstreamUnavailableError",
     "GenerationError",
     "InfergateError",
     "ModelLoadFailedError",
@@ -164,6 +168,25 @@ class GenerationError(InfergateError):
 
     def __init__(self, cause: str) -> None:
         super().__init__(f"Request failed during generation: {cause}")
+
+
+class UpstreamUnavailableError(InfergateError):
+    """Every replica of a remote model refused or failed the request before it started."""
+
+    kind = "unavailable"
+
+    def __init__(self, model_id: str, causes: list[str], retry_after_s: float) -> None:
+        tried = "; ".join(causes) or "every replica is marked down after recent failures"
+        super().__init__(
+            f"Model {model_id} is served by remote engines and none could take this request ({tried}). "
+            f"Retry in about {max(1, round(retry_after_s))} s; GET /v1/models shows each replica's state."
+        )
+        self.retry_after_s = retry_after_s
+
+
+class ReplicaLostError(GenerationError):
+    """The remote engine answering died mid-answer. A streamed answer ends with it; a whole (non-streamed) answer
+    has sent nothing yet, so the gateway runs it once more on another replica."""
 
 
 class ShuttingDownError(InfergateError):

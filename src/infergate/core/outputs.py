@@ -62,13 +62,15 @@ class PromptInfo:
 @dataclass(frozen=True, slots=True)
 class StepEvent:
     """One generated token. ``text`` is the new text it adds (may be empty while a character or a possible
-    stop sequence is incomplete); the last event of a generation has ``finish_reason`` set."""
+    stop sequence is incomplete); the last event of a generation has ``finish_reason`` set. A remote engine
+    that learns the prompt's length only at the end of a stream puts it in the last event's ``prompt_tokens``."""
 
     index: int
     token: Token
     text: str
     top_tokens: tuple[Token, ...] = ()
     finish_reason: FinishReason | None = None
+    prompt_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -117,6 +119,8 @@ async def collect(events: AsyncIterator[PromptInfo | StepEvent]) -> GenerationRe
             result.top_tokens.append(event.top_tokens)
         if event.finish_reason is not None:
             result.finish_reason = event.finish_reason
+        if event.prompt_tokens is not None:
+            result.input_length = event.prompt_tokens
     if result is None or info is None:
         raise RuntimeError("generation ended before it started")
     result.text = "".join(parts)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from infergate.core.params import SamplingParams, StoppingParams
 
@@ -18,6 +19,8 @@ class GenerationRequest:
     tokens. ``top_n_tokens`` asks for the N most likely alternatives at each step; ``prefill_details`` for the
     prompt tokens with their logprobs (and their top ``top_n_tokens`` alternatives).
     ``stopping.max_new_tokens == 0`` runs the prompt only: the generation ends after its PromptInfo.
+    ``messages``, on a chat request, are the conversation ``prompt`` was rendered from: an engine that applies
+    its own chat template (a remote OpenAI-compatible one) sends them instead of the prompt.
     """
 
     prompt: str
@@ -29,6 +32,8 @@ class GenerationRequest:
     add_special_tokens: bool = True
     priority: int = 0
     prompt_ids: tuple[int, ...] | None = None
+    messages: tuple[dict[str, Any], ...] | None = None
+    add_generation_prompt: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ with exactly anonymous rights; otherwise the 401 says what happened and how to s
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Callable
 
@@ -19,7 +20,7 @@ from infergate.gateway.principal import Principal
 from infergate.store.records import PrincipalRecord
 from infergate.store.store import hash_token
 
-__all__ = ["INVALID_CREDENTIALS", "TOKEN_PREFIX", "Authenticator"]
+__all__ = ["INVALID_CREDENTIALS", "TOKEN_PREFIX", "Authenticator", "ServiceAuthenticator"]
 
 # The hosted API's words, which clients and users recognise.
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
@@ -77,6 +78,26 @@ class Authenticator:
     def forget(self) -> None:
         """Drop cached answers (after a revocation or a tier change made in this process)."""
         self._cache.clear()
+
+
+class ServiceAuthenticator(Authenticator):
+    """Engine mode: the one caller is the gateway in front, with its service token (compared in constant
+    time); it gets the `engine` tier, whose limits are the gateway's business."""
+
+    def __init__(self, service_token: str, env_name: str) -> None:
+        super().__init__(lambda digest: None, allow_anonymous=False, cache_ttl_s=0.0)
+        self._digest = hash_token(service_token)
+        self._env_name = env_name
+
+    async def authenticate(self, authorization: str | None, client: str) -> Principal:
+        token = _bearer(authorization) if authorization else None
+        if token is None or not hmac.compare_digest(hash_token(token), self._digest):
+            raise UnauthorizedError(
+                "This server runs in engine mode (`infergate serve --engine`) and serves only the gateway in front "
+                f"of it, with the service token from ${self._env_name}. Send your requests to the gateway, or "
+                "give the gateway's model entry that token (`api_key_env`)."
+            )
+        return Principal(key="service", tier="engine")
 
 
 def _refusal(foreign: bool) -> str:

@@ -26,6 +26,7 @@ from infergate.core.errors import (
     ModelLoadingError,
     ModelNotFoundError,
     Quota,
+    ReplicaLostError,
     ValidationError,
 )
 from infergate.core.outputs import Embeddings, GenerationResult, PromptInfo, StepEvent, collect
@@ -201,10 +202,7 @@ class Gateway:
         try:
             slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
             try:
-                if len(requests) == 1:
-                    results = [await collect(ticket.text.generate(requests[0]))]
-                else:
-                    results = await _together(ticket.text, requests)
+                results = await _whole(ticket.text, requests)
             finally:
                 await self._limiter.release_slot(slot)
         finally:
@@ -242,6 +240,8 @@ class Gateway:
                         ticket.prompt_tokens += event.input_length if index == 0 else 0
                     else:
                         ticket.generated_tokens += 1
+                        if event.prompt_tokens is not None and index == 0:  # a remote engine's late count
+                            ticket.prompt_tokens = event.prompt_tokens
                     kept[index].append(event)
                     yield index, event
             finally:
@@ -369,8 +369,19 @@ class Gateway:
         )
 
 
+async def _whole(engine: TextGenerator, requests: list[GenerationRequest]) -> list[GenerationResult]:
+    """Whole answers: nothing reaches the caller before they are complete, so an answer whose remote replica died
+    mid-way is run once more (on another replica) instead of failing."""
+    try:
+        return await _together(engine, requests)
+    except ReplicaLostError:
+        return await _together(engine, requests)
+
+
 async def _together(engine: TextGenerator, requests: list[GenerationRequest]) -> list[GenerationResult]:
     """Run several generations at once (the engine interleaves them); results in request order."""
+    if len(requests) == 1:
+        return [await collect(engine.generate(requests[0]))]
     events: list[list[PromptInfo | StepEvent]] = [[] for _ in requests]
     async for index, event in merge([engine.generate(r) for r in requests]):
         events[index].append(event)

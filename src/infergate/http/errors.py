@@ -39,6 +39,7 @@ _STATUS: dict[type[errors.InfergateError], int] = {
     errors.ModelLoadingError: 503,
     errors.ModelLoadFailedError: 500,
     errors.ShuttingDownError: 503,
+    errors.UpstreamUnavailableError: 503,
 }
 
 
@@ -132,6 +133,8 @@ def error_headers(exc: errors.InfergateError) -> dict[str, str] | None:
         return {"Retry-After": str(max(1, round(exc.estimated_time)))}
     if isinstance(exc, errors.RateLimitedError):
         return {**quota_headers(exc.quota), "Retry-After": str(max(1, math.ceil(exc.quota.reset_s)))}
+    if isinstance(exc, errors.UpstreamUnavailableError):
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     if isinstance(exc, errors.UnauthorizedError):
         return {"WWW-Authenticate": "Bearer"}
     return None

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.registry import Collector
 
-from infergate.core.engine import ModelEngine
+from infergate.core.engine import ModelEngine, Replicated
 
 __all__ = ["render_metrics"]
 
@@ -28,4 +30,46 @@ def render_metrics(engines: Mapping[str, ModelEngine]) -> tuple[bytes, str]:
         waiting.labels(model_id).set(stats.waiting)
         cached.labels(model_id).set(stats.cached_tokens)
         ready.labels(model_id).set(1 if engine.state().status == "ready" else 0)
+    registry.register(_ReplicaCollector(engines))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _ReplicaCollector(Collector):
+    """Per-replica counters of remote models, read from the engines' own counts at scrape time."""
+
+    def __init__(self, engines: Mapping[str, ModelEngine]) -> None:
+        self._engines = engines
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        labels = ["model", "replica"]
+        families = {
+            "requests": CounterMetricFamily("infergate_replica_requests", "Attempts sent to a replica", labels=labels),
+            "errors": CounterMetricFamily("infergate_replica_errors", "Attempts a replica failed", labels=labels),
+            "retries": CounterMetricFamily(
+                "infergate_replica_retries", "Attempts a replica took over from another", labels=labels
+            ),
+            "ejections": CounterMetricFamily(
+                "infergate_replica_ejections", "Times a replica was ejected", labels=labels
+            ),
+        }
+        in_flight = GaugeMetricFamily("infergate_replica_in_flight", "Requests on a replica now", labels=labels)
+        up = GaugeMetricFamily("infergate_replica_up", "1 when a replica takes requests", labels=labels)
+        latency = SummaryMetricFamily(
+            "infergate_replica_first_byte_seconds", "Time to a replica's first answer", labels=labels
+        )
+        for model_id, engine in self._engines.items():
+            if not isinstance(engine, Replicated):
+                continue
+            for r in engine.replica_views():
+                key = [model_id, r.url]
+                families["requests"].add_metric(key, r.requests)
+                families["errors"].add_metric(key, r.errors)
+                families["retries"].add_metric(key, r.retries)
+                families["ejections"].add_metric(key, r.ejections)
+                in_flight.add_metric(key, r.in_flight)
+                up.add_metric(key, 1 if r.state == "up" else 0)
+                latency.add_metric(key, r.latency_count, r.latency_sum_s)
+        yield from families.values()
+        yield in_flight
+        yield up
+        yield latency

@@ -109,6 +109,8 @@ async def _chat(request: Request, path_model: str | None) -> Response:
         max_tokens=max_tokens,
         top_n=call.top_logprobs,
         add_special_tokens=bool(call.wire.add_special_tokens),  # the template has the special tokens (vLLM's default)
+        messages=messages,
+        add_generation_prompt=add_generation_prompt,
     )
     requests = _seeded(gateway, base, call.n)
     request_id = convert.new_id("chatcmpl")
@@ -148,7 +150,7 @@ async def _chat(request: Request, path_model: str | None) -> Response:
             yield _stream_error(exc, request.url.path)
             return
         if call.include_usage:
-            usage = convert.usage(infos[0].input_length, generated)
+            usage = convert.usage(ticket.prompt_tokens or infos[0].input_length, generated)
             yield sse.event(convert.chat_chunk(model, request_id, created, usage_=usage))
         yield sse.DONE
 

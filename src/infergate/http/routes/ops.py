@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from infergate.core.engine import ModelEngine, ModelLimits, TextGenerator
+from infergate.core.engine import ModelEngine, ModelLimits, Replicated, TextGenerator
 from infergate.core.errors import ValidationError
 from infergate.http.body import read_json
 from infergate.http.openapi import TOKENS, json_body
@@ -124,6 +124,11 @@ async def models(request: Request) -> dict[str, Any]:
                 "runner": engine.runner if isinstance(engine, TextGenerator) else None,
             }
         )
+        if isinstance(engine, Replicated):
+            data[-1]["replicas"] = [
+                {"url": r.url, "state": r.state, "in_flight": r.in_flight, "last_error": r.last_error}
+                for r in engine.replica_views()
+            ]
     return {"object": "list", "data": data}
 
 

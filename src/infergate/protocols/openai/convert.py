@@ -174,8 +174,11 @@ def build_request(
     top_n: int,
     add_special_tokens: bool,
     prefill_details: bool = False,
+    messages: list[dict[str, Any]] | None = None,
+    add_generation_prompt: bool = True,
 ) -> GenerationRequest:
-    """The core request for one choice. ``max_tokens=None``: up to the engine's default cap."""
+    """The core request for one choice. ``max_tokens=None``: up to the engine's default cap. A chat passes its
+    ``messages`` too, for engines that apply their own template."""
     temperature = 1.0 if wire.temperature is None else wire.temperature
     greedy = temperature == 0.0 or wire.do_sample is False
     sampling = SamplingParams(
@@ -206,6 +209,8 @@ def build_request(
         top_n_tokens=top_n,
         prefill_details=prefill_details,
         add_special_tokens=add_special_tokens,
+        messages=tuple(messages) if messages is not None else None,
+        add_generation_prompt=add_generation_prompt,
     )
 
 

@@ -201,7 +201,7 @@ def render_stream_event(call: TgiCall, info: PromptInfo, event: StepEvent, text_
                 "finish_reason": event.finish_reason,
                 "generated_tokens": event.index,
                 "seed": info.seed,
-                "input_length": info.input_length,
+                "input_length": event.prompt_tokens if event.prompt_tokens is not None else info.input_length,
             }
     return payload
 
