@@ -40,7 +40,10 @@ class LlamaServer:
         args = [
             sys.executable, "-m", "llama_cpp.server", "--model", GGUF, "--model_alias", MODEL_ID,
             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "1",
-            "--logits_all", "true",  # logprobs (the gateway asks for them, to tell tokens apart)
+            "--logits_all", "true",  # logprobs, for top_n_tokens
+            # By default llama-cpp-python's server cuts the running answer short whenever another request (even
+            # GET /v1/models, the gateway's health probe) arrives; a server behind a gateway must queue instead.
+            "--interrupt_requests", "false",
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

@@ -235,7 +235,7 @@ class RemoteEngine:
         if protocol == "openai" or request.messages is not None:
             # A chat goes to the engine's chat route (TGI and infergate serve OpenAI's too): the engine renders
             # it with the model's own template.
-            path, body = openai_wire.build_generation(request, name)
+            path, body = openai_wire.build_generation(request, name, strict=protocol != "openai")
             return (f"/models/{name}{path}" if protocol == "infergate" else path), body
         return tgi_wire.build_generation(request, f"/models/{name}" if protocol == "infergate" else "")
 

@@ -37,8 +37,9 @@ class Piece:
     generated_tokens: int | None = None
 
 
-def build_generation(request: GenerationRequest, model: str) -> tuple[str, dict[str, Any]]:
-    """The path and JSON body for one generation."""
+def build_generation(request: GenerationRequest, model: str, strict: bool = False) -> tuple[str, dict[str, Any]]:
+    """The path and JSON body for one generation. ``strict``: the server refuses names it does not know (an
+    infergate, TGI's chat route), so llama.cpp's own names are left out."""
     if request.prefill_details:
         raise ValidationError(
             "this model is served by an OpenAI-compatible engine, which streams no prompt logprobs: "
@@ -73,8 +74,8 @@ def build_generation(request: GenerationRequest, model: str) -> tuple[str, dict[
             body["typical_p"] = s.typical_p
     if s.repetition_penalty != 1.0:
         body["repetition_penalty"] = s.repetition_penalty
-    # llama.cpp's server applies 1.1 unless told otherwise; a request that asks for none must get none.
-    body["repeat_penalty"] = s.repetition_penalty
+    if not strict:  # llama.cpp's server applies 1.1 unless told otherwise; a request that asks for none gets none
+        body["repeat_penalty"] = s.repetition_penalty
     if s.frequency_penalty:
         body["frequency_penalty"] = s.frequency_penalty
     if s.presence_penalty:

@@ -47,6 +47,27 @@ async def generate_stream(request: Request) -> Response:
     return await text_generation(request, None, force_stream=True, wrap_list=False, full_text_default=False)
 
 
+# TGI's routes on one model of the catalog: what a gateway in front of an engine-mode infergate calls.
+@router.post(
+    "/models/{model_id:path}/generate",
+    summary="TGI generate on a model",
+    openapi_extra=_GENERATE,
+    responses=GENERATED,
+)
+async def model_generate(model_id: str, request: Request) -> Response:
+    return await text_generation(request, model_id, force_stream=False, wrap_list=False, full_text_default=False)
+
+
+@router.post(
+    "/models/{model_id:path}/generate_stream",
+    summary="TGI generate_stream on a model",
+    openapi_extra=_GENERATE,
+    responses=STREAM,
+)
+async def model_generate_stream(model_id: str, request: Request) -> Response:
+    return await text_generation(request, model_id, force_stream=True, wrap_list=False, full_text_default=False)
+
+
 @router.post(
     "/pipeline/{task}/{model_id:path}",
     summary="A model run as the given task (HF API, 0.2x clients)",
