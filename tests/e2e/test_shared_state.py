@@ -15,7 +15,8 @@ import psycopg
 import pytest
 import redis
 
-from tests.support.server import Server, new_user_token, run_cli, start_server
+from tests.support.remote import LlamaServer, gateway_config, llama_server
+from tests.support.server import MODEL_ID, Server, new_user_token, run_cli, start_server
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -144,3 +145,72 @@ def test_a_redis_that_stops_answering_never_breaks_requests(tmp_path_factory: py
     finally:
         server.stop()
         hang.close()
+
+
+@pytest.fixture(scope="module")
+def remote_pair(
+    tmp_path_factory: pytest.TempPathFactory, database: str, namespace: str
+) -> Iterator[tuple[Server, Server, LlamaServer]]:
+    """Two gateways on one PostgreSQL and Redis, both in front of one llama.cpp server. Their own probes are slow
+    (30 s), so what one gateway learns of a replica reaches the other only through Redis."""
+    engine = llama_server(tmp_path_factory.mktemp("llama-shared"))
+    config = (
+        f'redis_namespace = "{namespace}-remote"\n'
+        + gateway_config([engine.url], cache=True, probe_interval_s=30.0)
+        + "\n[tiers.free]\nrequests = 6\nconcurrent = 16\n"
+    )
+    env = {"INFERGATE_DATABASE_URL": database, "INFERGATE_REDIS_URL": REDIS_URL}
+    servers: list[Server] = []
+    try:
+        for i in range(2):
+            servers.append(start_server(tmp_path_factory.mktemp(f"remote-gateway{i}"), config=config, env=env))
+        for server in servers:
+            server.wait_healthy(60)
+        yield servers[0], servers[1], engine
+    finally:
+        for server in servers:
+            server.stop()
+        engine.stop()
+
+
+def _replica_state(server: Server) -> str:
+    model = next(m for m in httpx.get(f"{server.base_url}/v1/models").json()["data"] if m["id"] == MODEL_ID)
+    return str(model["replicas"][0]["state"])
+
+
+def test_two_gateways_in_front_of_a_remote_engine_share_limits_cache_usage_and_ejections(
+    remote_pair: tuple[Server, Server, LlamaServer],
+) -> None:
+    a, b, engine = remote_pair
+    token = new_user_token(a, "remote-pat", "free")
+    headers = {"Authorization": f"Bearer {token}"}
+    urls = [s.model_url for s in (a, b)] * 6
+    bodies = [{"inputs": f"Question {i}:", "parameters": {"max_new_tokens": 2}} for i in range(12)]
+    with ThreadPoolExecutor(12) as pool:
+        responses = list(
+            pool.map(
+                lambda ub: httpx.post(ub[0], json=ub[1], headers=headers, timeout=120), zip(urls, bodies, strict=True)
+            )
+        )
+    assert sorted(r.status_code for r in responses) == [200] * 6 + [429] * 6
+    first = httpx.post(a.model_url, json=BODY, timeout=60)
+    second = httpx.post(b.model_url, json=BODY, timeout=60)
+    assert first.headers["x-compute-type"] == "remote"
+    assert second.headers["x-compute-type"] == "cache" and second.json() == first.json()
+    deadline = time.monotonic() + 10
+    while True:
+        table = run_cli(a, "usage", "remote-pat").stdout
+        row = next((line.split() for line in table.splitlines()[1:] if line.startswith("remote-pat")), None)
+        if row is not None and row[2] == "12":
+            break
+        assert time.monotonic() < deadline, table
+        time.sleep(0.5)
+    # The engine dies; A finds out on its next request (B's own probe is 30 s away) and B sees it through Redis.
+    assert _replica_state(b) == "up"
+    engine.kill()
+    refused = httpx.post(a.model_url, json={"inputs": "x", "parameters": {"max_new_tokens": 2}}, timeout=30)
+    assert refused.status_code == 503 and engine.url in refused.json()["error"]
+    seen = time.monotonic()
+    while _replica_state(b) != "ejected":
+        assert time.monotonic() - seen < 1.0, "gateway B did not see the ejection within 1 s"
+        time.sleep(0.02)

@@ -99,9 +99,11 @@ def engine_mode_server(home: Path, config: str | None = None) -> Server:
     return Server(process=process, port=port, home=home, log_path=log_path, env=env)
 
 
-def gateway_config(urls: list[str], protocol: str = "openai", extra: str = "") -> str:
+def gateway_config(
+    urls: list[str], protocol: str = "openai", cache: bool = False, probe_interval_s: float = 0.5
+) -> str:
     """A gateway whose default model (the packaged model's id) is served by ``urls``; open anonymous limits, no
-    cache (tests compare fresh answers), fast probes."""
+    cache unless asked (tests compare fresh answers), fast probes."""
     remote = ", ".join(f'"{u}"' for u in urls)
     return f"""
 [tiers.anonymous]
@@ -111,12 +113,11 @@ concurrent = 64
 max_new_tokens = 8192
 
 [cache]
-enabled = false
+enabled = {str(cache).lower()}
 
 [remote]
 eject_s = 5.0
-probe_interval_s = 0.5
-{extra}
+probe_interval_s = {probe_interval_s}
 
 [[models]]
 id = "{MODEL_ID}"
