@@ -250,6 +250,10 @@ def test_a_gateway_in_front_of_infergate_in_engine_mode(tmp_path: Path, engine_n
         assert [t["id"] for t in through["details"]["tokens"]] == [t["id"] for t in direct["details"]["tokens"]]
         assert [t["text"] for t in through["details"]["prefill"]] == [t["text"] for t in direct["details"]["prefill"]]
         client = OpenAI(base_url=f"{srv.base_url}/v1", api_key="EMPTY")
+        # OpenAI's completions served from the engine's TGI routes
+        completion = client.completions.create(model=MODEL_ID, prompt=PROMPT, max_tokens=6, temperature=0)
+        assert PROMPT + completion.choices[0].text == PROMPT + direct["generated_text"]
+        assert completion.usage is not None and completion.usage.prompt_tokens == len(direct["details"]["prefill"])
         chat = client.chat.completions.create(
             model=MODEL_ID, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0
         )
@@ -279,3 +283,30 @@ def _active(srv: Server) -> float | None:
         if line.startswith("infergate_active_sequences{"):
             return float(line.rsplit(" ", 1)[1])
     return None
+
+
+def test_embeddings_from_a_remote_engine(tmp_path: Path, engine_node: Server) -> None:
+    embedder = "sentence-transformers/all-MiniLM-L6-v2"
+    config = (
+        gateway_config([engine_node.base_url], protocol="infergate")
+        + f"""
+[[models]]
+id = "{embedder}"
+task = "feature-extraction"
+remote = ["{engine_node.base_url}"]
+protocol = "infergate"
+"""
+    )
+    srv = start_gateway(tmp_path / "gw", config)
+    try:
+        srv.wait_healthy(60)
+        through = InferenceClient(model=f"{srv.base_url}/models/{embedder}").feature_extraction("Hello world")
+        own = InferenceClient(model=f"{engine_node.base_url}/models/{embedder}", token=SERVICE_TOKEN)
+        direct = own.feature_extraction("Hello world")
+        assert through.shape == direct.shape and abs(through - direct).max() < 1e-5
+        scores = InferenceClient(model=f"{srv.base_url}/models/{embedder}").sentence_similarity(
+            "A cat sits.", ["A cat is sitting.", "Stock markets fell."]
+        )
+        assert scores[0] > scores[1]
+    finally:
+        srv.stop()

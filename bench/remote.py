@@ -1,0 +1,552 @@
+"""A gateway in front of remote engines (issue 12): llama.cpp's own server (`python -m llama_cpp.server`, the
+packaged SmolLM2-135M-Instruct Q4_1 GGUF, one thread each) behind `infergate serve` with a `remote = [...]`
+catalog entry, on loopback. Three measures, each in the same run as its own baseline:
+
+1. Added latency. One engine, one gateway in front of it. The same tiny completion (`max_tokens: 1`, greedy,
+   the same short prompt, so llama.cpp's one-prompt prefix cache keeps the engine's part small and steady) sent
+   alternately straight to the engine and through the gateway, one at a time, one persistent connection per
+   target. The paired difference (gateway_i - direct_i) is what the gateway adds: parsing, admission, the
+   streamed upstream call and re-rendering the answer. Target: <= 2 ms at p50 (LiteLLM publishes 2 ms p50,
+   8 ms p95).
+2. A replica dies under load. Two engines, two gateway processes sharing replica state through Redis (a
+   namespace of their own, deleted after), 3 clients per gateway sending short non-streamed generations; one
+   engine is SIGKILLed a few seconds in. Counted: requests that failed (the gateway may move a request to the
+   other replica only before its first token), retries (attempts moved to the other replica), and for each
+   gateway how long after the kill its /v1/models first shows the dead replica `ejected` (polled every 20 ms).
+   Target: no lost non-streamed request, every gateway ejects within 1 s.
+3. Prefix affinity. Two engines, one gateway; 4 tenants, each with its own ~1,500-character system prompt and
+   short varying questions, 2 clients, a seeded shuffled order; streamed completions, time to the first
+   non-empty token. llama.cpp's server reuses the KV of the longest common prefix with its previous prompt
+   only, so a request is fast when its replica's last prompt was the same tenant's. Once with affinity off
+   (power of two choices), once with `affinity_chars = 200` (a tenant's prompts go to one replica by
+   rendezvous hashing); the engines' caches are reset before each run by an unrelated prompt sent to each.
+
+    .venv/bin/python bench/remote.py [--direct-n 100] [--kill-s 20] [--affinity-requests 40] [--json]
+
+Starts every process itself (engines on free loopback ports, gateways with their own data directories) and
+stops them all, also on failure. Needs Redis on 127.0.0.1:6379 for phase 2 (`--phases 1,3` skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import queue
+import random
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.support.remote import GGUF, gateway_config  # noqa: E402
+from tests.support.server import MODEL_ID, Server, free_port, start_server  # noqa: E402
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+SHORT_PROMPT = "The capital of France is"
+WORDS = (
+    "invoice ledger shipment orchard glacier violin harbor quarry lantern meadow compass furnace archive "
+    "pigment cathedral turbine saddle canyon telescope bakery voltage falcon textile monsoon sculpture "
+    "reservoir pharmacy orbit chisel vineyard parcel beacon tundra marble kettle freight cipher lagoon "
+    "pavilion satchel ember quartz ridge tariff mosaic lumber harness plateau sonnet"
+).split()
+
+
+@dataclass
+class Llama:
+    """llama.cpp's server, started as the brief of issue 12 says (no --logits_all: prompts are evaluated for
+    their last token's logits only, as a production engine would be)."""
+
+    log_path: Path
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def spawn(self) -> Llama:
+        args = [
+            sys.executable, "-m", "llama_cpp.server", "--model", GGUF, "--model_alias", MODEL_ID,
+            "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "1",
+            "--interrupt_requests", "false",  # its default cuts a running answer whenever another request arrives
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        return self
+
+    def wait(self, timeout: float = 120) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited:\n{self.log_path.read_text()[-3000:]}")
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{self.url}/v1/models", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"llama.cpp server not up:\n{self.log_path.read_text()[-3000:]}")
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def log_size(self) -> int:
+        return self.log_path.stat().st_size
+
+    def prefix_hits(self, since: int) -> list[int]:
+        """Prompt tokens reused from the previous prompt, per request logged after byte ``since``."""
+        with self.log_path.open("rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
+        return [int(m.group(1)) for m in re.finditer(r"Llama\.generate: (\d+) prefix-match hit", text)]
+
+
+class Processes:
+    """Everything a phase started, stopped in reverse order whatever happens."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self._stoppers: list[Any] = []
+
+    def llamas(self, n: int) -> list[Llama]:
+        engines = [Llama(self.work / f"llama-{uuid.uuid4().hex[:6]}.log") for _ in range(n)]
+        for engine in engines:
+            self._stoppers.append(engine.stop)
+            engine.spawn()
+        for engine in engines:
+            engine.wait()
+        return engines
+
+    def gateways(self, configs: list[str]) -> list[Server]:
+        servers = []
+        for config in configs:
+            server = start_server(self.work / f"gw-{uuid.uuid4().hex[:6]}", config=config)
+            self._stoppers.append(server.stop)
+            servers.append(server)
+        for server in servers:
+            server.wait_healthy(120)
+        return servers
+
+    def stop_all(self) -> None:
+        while self._stoppers:
+            with contextlib.suppress(Exception):
+                self._stoppers.pop()()
+
+
+def _pct(values: list[float], q: float) -> float:
+    """Percentile with linear interpolation (q in 0..100)."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * q / 100
+    lo = int(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def _metric_sum(base: str, name: str, replica: str | None = None) -> float:
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and (replica is None or f'replica="{replica}"' in line):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def _replica_state(base: str, url: str) -> str | None:
+    for model in httpx.get(f"{base}/v1/models", timeout=5).json()["data"]:
+        for replica in model.get("replicas") or []:
+            if replica["url"] == url:
+                return str(replica["state"])
+    return None
+
+
+def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}")
+    print("  ".join(h.ljust(widths[0]) if i == 0 else h.rjust(widths[i]) for i, h in enumerate(header)))
+    for row in rows:
+        print("  ".join(c.ljust(widths[0]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
+
+
+# -- 1. added latency ----------------------------------------------------------------------------------------
+def phase_added(procs: Processes, n: int) -> dict[str, Any]:
+    (engine,) = procs.llamas(1)
+    (gateway,) = procs.gateways([gateway_config([engine.url])])
+    body = {"model": MODEL_ID, "prompt": SHORT_PROMPT, "max_tokens": 1, "temperature": 0}
+    direct_body = {**body, "repeat_penalty": 1.0}  # what the gateway sends for a request that asks no penalty
+    direct_ms: list[float] = []
+    gateway_ms: list[float] = []
+    mismatches = 0
+    with (
+        httpx.Client(base_url=engine.url, timeout=30) as direct,
+        httpx.Client(base_url=gateway.base_url, timeout=30) as through,
+    ):
+
+        def call(client: httpx.Client, payload: dict[str, Any]) -> tuple[float, str]:
+            t0 = time.perf_counter()
+            r = client.post("/v1/completions", json=payload)
+            elapsed = (time.perf_counter() - t0) * 1000
+            r.raise_for_status()
+            return elapsed, r.json()["choices"][0]["text"]
+
+        for _ in range(5):  # warm-up: connections, the engine's cache, the gateway's first-request paths
+            call(direct, direct_body)
+            call(through, body)
+        for i in range(n):
+            if i % 2 == 0:  # alternate which goes first, so that neither always follows the other
+                d, d_text = call(direct, direct_body)
+                g, g_text = call(through, body)
+            else:
+                g, g_text = call(through, body)
+                d, d_text = call(direct, direct_body)
+            direct_ms.append(d)
+            gateway_ms.append(g)
+            mismatches += d_text != g_text
+    added = [g - d for g, d in zip(gateway_ms, direct_ms, strict=True)]
+    result = {
+        "requests_each": n,
+        "direct_p50_ms": _pct(direct_ms, 50),
+        "direct_p95_ms": _pct(direct_ms, 95),
+        "gateway_p50_ms": _pct(gateway_ms, 50),
+        "gateway_p95_ms": _pct(gateway_ms, 95),
+        "added_p50_ms": _pct(added, 50),
+        "added_p95_ms": _pct(added, 95),
+        "text_mismatches": mismatches,
+    }
+    _print_table(
+        f"1. added latency: POST /v1/completions, max_tokens 1, greedy, same prompt; {n} direct and {n} through "
+        "the gateway, alternating, sequential",
+        ["", "p50 ms", "p95 ms"],
+        [
+            ["llama.cpp server directly", f"{result['direct_p50_ms']:.2f}", f"{result['direct_p95_ms']:.2f}"],
+            ["through infergate", f"{result['gateway_p50_ms']:.2f}", f"{result['gateway_p95_ms']:.2f}"],
+            ["added (gateway_i - direct_i)", f"{result['added_p50_ms']:.2f}", f"{result['added_p95_ms']:.2f}"],
+        ],
+    )
+    if mismatches:
+        print(f"  {mismatches} answers differed between the direct and the gateway call")
+    return result
+
+
+# -- 2. a replica dies under load ---------------------------------------------------------------------------
+@dataclass
+class _Call:
+    gateway: int
+    start: float
+    end: float
+    status: int  # 0: no HTTP answer
+    detail: str = ""
+
+
+def phase_kill(procs: Processes, duration_s: float, kill_at_s: float, clients_per_gateway: int) -> dict[str, Any]:
+    import redis
+
+    namespace = f"infergate-bench-{uuid.uuid4().hex[:10]}"
+    try:
+        a, b = procs.llamas(2)
+        top = f'redis_url = "{REDIS_URL}"\nredis_namespace = "{namespace}"\n'
+        gateways = procs.gateways([top + gateway_config([a.url, b.url])] * 2)
+        for g in gateways:  # one request each first: a gateway starts watching its replicas on its first request
+            httpx.post(g.model_url, json={"inputs": "Hi", "parameters": {"max_new_tokens": 1}}, timeout=30)
+        calls: list[_Call] = []
+        lock = threading.Lock()
+        t0 = time.monotonic()
+        stop_at = t0 + duration_s
+
+        def client(index: int, gateway: int) -> None:
+            url = gateways[gateway].model_url
+            with httpx.Client(timeout=60) as http:
+                i = 0
+                while time.monotonic() < stop_at:
+                    i += 1
+                    payload = {"inputs": f"Client {index}, request {i}: write a line about the sea.",
+                               "parameters": {"max_new_tokens": 8}}  # fmt: skip
+                    start = time.monotonic()
+                    try:
+                        r = http.post(url, json=payload)
+                        call = _Call(gateway, start, time.monotonic(), r.status_code, r.text[:300])
+                    except httpx.HTTPError as exc:
+                        call = _Call(gateway, start, time.monotonic(), 0, f"{type(exc).__name__}: {exc}")
+                    with lock:
+                        calls.append(call)
+
+        threads = [
+            threading.Thread(target=client, args=(k, k % len(gateways)), daemon=True)
+            for k in range(clients_per_gateway * len(gateways))
+        ]
+        for t in threads:
+            t.start()
+        time.sleep(max(0.0, t0 + kill_at_s - time.monotonic()))
+        a.kill()
+        killed = time.monotonic()
+        seen: dict[int, float | None] = {}
+
+        def watch(index: int) -> None:
+            base = gateways[index].base_url
+            with httpx.Client(base_url=base, timeout=5) as http:
+                while time.monotonic() < killed + 10:
+                    asked = time.monotonic()
+                    with contextlib.suppress(httpx.HTTPError):
+                        for model in http.get("/v1/models").json()["data"]:
+                            for replica in model.get("replicas") or []:
+                                if replica["url"] == a.url and replica["state"] == "ejected":
+                                    seen[index] = (asked - killed) * 1000
+                                    return
+                    time.sleep(max(0.0, asked + 0.02 - time.monotonic()))
+            seen[index] = None
+
+        watchers = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(len(gateways))]
+        for t in watchers:
+            t.start()
+        for t in [*watchers, *threads]:
+            t.join(duration_s + 90)
+        failed = [c for c in calls if c.status != 200]
+        at_kill = [c for c in calls if c.start <= killed <= c.end]
+        retries = sum(_metric_sum(g.base_url, "infergate_replica_retries_total") for g in gateways)
+        on_a = sum(_metric_sum(g.base_url, "infergate_replica_requests_total", a.url) for g in gateways)
+        ejections = sum(_metric_sum(g.base_url, "infergate_replica_ejections_total", a.url) for g in gateways)
+    finally:
+        with contextlib.suppress(Exception):
+            store = redis.Redis.from_url(REDIS_URL)
+            keys = list(store.scan_iter(f"{namespace}:*"))
+            if keys:
+                store.delete(*keys)
+            store.close()
+    result = {
+        "requests": len(calls),
+        "failed": len(failed),
+        "failed_in_flight_at_kill": sum(1 for c in failed if c.start <= killed <= c.end),
+        "in_flight_at_kill": len(at_kill),
+        "retries": retries,
+        "attempts_on_a": on_a,
+        "ejections_of_a": ejections,
+        **{f"ejection_seen_gateway{i + 1}_ms": seen.get(i) for i in range(len(gateways))},
+        "failures": [f"gateway {c.gateway + 1} +{(c.start - killed) * 1000:.0f} ms: {c.status} {c.detail}"
+                     for c in failed][:10],  # fmt: skip
+    }
+
+    def ms(v: float | None) -> str:
+        return "not within 10 s" if v is None else f"{v:.0f} ms"
+
+    _print_table(
+        f"2. kill one of two replicas under load: {len(threads)} clients ({clients_per_gateway} per gateway, 2 "
+        f"gateways sharing Redis), non-streamed /models/{{id}}, max_new_tokens 8, {duration_s:.0f} s; replica A "
+        f"SIGKILLed at {kill_at_s:.0f} s",
+        ["measure", "value"],
+        [
+            ["requests sent", str(result["requests"])],
+            ["failed (not 200)", str(result["failed"])],
+            ["  of which in flight at the kill", str(result["failed_in_flight_at_kill"])],
+            ["requests in flight at the kill (client side)", str(result["in_flight_at_kill"])],
+            ["retries (both gateways)", f"{retries:.0f}"],
+            ["max retries per request", "1 (2 replicas; a request never tries one twice)"],
+            ["attempts sent to A (both gateways)", f"{on_a:.0f}"],
+            ["ejections of A counted (both gateways)", f"{ejections:.0f}"],
+            *[[f"A ejected as seen by gateway {i + 1}", ms(seen.get(i))] for i in range(len(gateways))],
+        ],
+    )
+    for line in result["failures"]:
+        print(f"  failed: {line}")
+    return result
+
+
+# -- 3. prefix affinity ---------------------------------------------------------------------------------------
+def _tenant_prompt(tenant: int, chars: int = 1500) -> str:
+    rng = random.Random(1000 + tenant)
+    name = ["Northwind Freight", "Aurora Clinics", "Basalt Records", "Juniper Schools"][tenant % 4]
+    text = f"You are the assistant of {name} (tenant {tenant}). Follow these house notes carefully."
+    while len(text) < chars:
+        words = rng.sample(WORDS, 9)
+        text += f" The {words[0]} of the {words[1]} keeps every {words[2]} near a {words[3]}, and each " \
+                f"{words[4]} {words[5]} reports to the {words[6]} {words[7]} before the {words[8]}."  # fmt: skip
+    return text
+
+
+def _workload(requests: int, tenants: int, seed: int) -> list[tuple[int, str]]:
+    systems = [_tenant_prompt(t) for t in range(tenants)]
+    items = [(r % tenants, r // tenants) for r in range(requests)]
+    random.Random(seed).shuffle(items)
+    return [(t, f"{systems[t]}\n\nUser: question {q}: what does note {q + 3} say?\nAssistant:") for t, q in items]
+
+
+def _affinity_run(
+    procs: Processes, engines: list[Llama], affinity_chars: int, work: list[tuple[int, str]], concurrency: int
+) -> dict[str, Any]:
+    extra = f"affinity_chars = {affinity_chars}" if affinity_chars else ""
+    sub = Processes(procs.work)
+    try:
+        (gateway,) = sub.gateways([gateway_config([e.url for e in engines], extra=extra)])
+        for e in engines:  # reset each engine's one-prompt cache to something no tenant shares
+            httpx.post(f"{e.url}/v1/completions", timeout=60,
+                       json={"model": MODEL_ID, "prompt": f"Reset {uuid.uuid4().hex}", "max_tokens": 1})  # fmt: skip
+        marks = [e.log_size() for e in engines]
+        todo: queue.Queue[tuple[int, str]] = queue.Queue()
+        for item in work:
+            todo.put(item)
+        ttft: list[float] = []
+        no_text = 0
+        lock = threading.Lock()
+
+        def client() -> None:
+            nonlocal no_text
+            with httpx.Client(base_url=gateway.base_url, timeout=120) as http:
+                while True:
+                    try:
+                        _, prompt = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    body = {"model": MODEL_ID, "prompt": prompt, "max_tokens": 4, "temperature": 0, "stream": True}
+                    t0 = time.perf_counter()
+                    first = None
+                    with http.stream("POST", "/v1/completions", json=body) as r:
+                        r.raise_for_status()
+                        for line in r.iter_lines():
+                            if first is None and line.startswith("data:") and line[5:].strip() != "[DONE]":
+                                choices = json.loads(line[5:]).get("choices") or []
+                                if choices and choices[0].get("text"):
+                                    first = time.perf_counter() - t0
+                    with lock:
+                        if first is None:
+                            no_text += 1
+                        else:
+                            ttft.append(first * 1000)
+
+        started = time.perf_counter()
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        wall = time.perf_counter() - started
+        per_replica = [_metric_sum(gateway.base_url, "infergate_replica_requests_total", e.url) for e in engines]
+        hits = [h for e, m in zip(engines, marks, strict=True) for h in e.prefix_hits(m)]
+    finally:
+        sub.stop_all()
+    return {
+        "affinity_chars": affinity_chars,
+        "ttft_p50_ms": _pct(ttft, 50),
+        "ttft_p90_ms": _pct(ttft, 90),
+        "ttft_mean_ms": sum(ttft) / len(ttft) if ttft else float("nan"),
+        "requests": len(ttft) + no_text,
+        "no_text": no_text,
+        "per_replica": per_replica,
+        "prefix_hits_over_200_tokens": sum(1 for h in hits if h > 200),
+        "wall_s": wall,
+    }
+
+
+def phase_affinity(procs: Processes, requests: int, tenants: int, concurrency: int, seed: int) -> dict[str, Any]:
+    from infergate.engines.remote.replicas import ReplicaSet
+
+    engines = procs.llamas(2)
+    work = _workload(requests, tenants, seed)
+    runs = [_affinity_run(procs, engines, chars, work, concurrency) for chars in (0, 200)]
+    # Which replica each tenant's prefix hashes to (every gateway computes the same).
+    chooser = ReplicaSet([e.url for e in engines], eject_s=5.0, affinity_chars=200)
+    homes = {}
+    for tenant, prompt in work:
+        chosen = chooser.choose(prompt, set())
+        assert chosen is not None
+        homes[tenant] = "AB"[[e.url for e in engines].index(chosen.url)]
+    off, on = runs
+    result = {
+        "requests": requests,
+        "tenants": tenants,
+        "concurrency": concurrency,
+        "off": off,
+        "on": on,
+        "tenant_homes": "".join(homes[t] for t in sorted(homes)),
+        "mean_ratio_off_over_on": off["ttft_mean_ms"] / on["ttft_mean_ms"],
+        "p50_ratio_off_over_on": off["ttft_p50_ms"] / on["ttft_p50_ms"],
+    }
+    rows = []
+    for label, run in (("affinity off (power of two choices)", off), ("affinity_chars = 200", on)):
+        rows.append([
+            label, f"{run['ttft_p50_ms']:.0f}", f"{run['ttft_p90_ms']:.0f}", f"{run['ttft_mean_ms']:.0f}",
+            f"{run['prefix_hits_over_200_tokens']}/{run['requests']}",
+            "/".join(f"{n:.0f}" for n in run["per_replica"]), f"{run['wall_s']:.1f}",
+        ])  # fmt: skip
+    rows.append(["ratio off / on", f"{result['p50_ratio_off_over_on']:.2f}",
+                 f"{off['ttft_p90_ms'] / on['ttft_p90_ms']:.2f}", f"{result['mean_ratio_off_over_on']:.2f}",
+                 "", "", ""])  # fmt: skip
+    _print_table(
+        f"3. prefix affinity: {requests} streamed /v1/completions (max_tokens 4, greedy) from {tenants} tenants "
+        f"(~1,500-char system prompt each), {concurrency} clients, seeded order; tenants' replicas with affinity: "
+        f"{result['tenant_homes']}",
+        ["run", "TTFT p50 ms", "p90 ms", "mean ms", "cache hits", "requests A/B", "wall s"],
+        rows,
+    )
+    for run in runs:
+        if run["no_text"]:
+            print(f"  affinity_chars={run['affinity_chars']}: {run['no_text']} answers had no text (not timed)")
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--phases", default="1,2,3", help="which phases to run, e.g. 1,3")
+    parser.add_argument("--direct-n", type=int, default=100, help="phase 1: requests each way")
+    parser.add_argument("--kill-s", type=float, default=20.0, help="phase 2: seconds of load")
+    parser.add_argument("--kill-at-s", type=float, default=6.0, help="phase 2: when replica A dies")
+    parser.add_argument("--clients-per-gateway", type=int, default=3)
+    parser.add_argument("--affinity-requests", type=int, default=40)
+    parser.add_argument("--tenants", type=int, default=4)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    phases = {int(p) for p in args.phases.split(",")}
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores; engines: llama.cpp server (llama-cpp-python), "
+          f"SmolLM2-135M-Instruct Q4_1, 1 thread each; everything on 127.0.0.1")  # fmt: skip
+    work = Path(tempfile.mkdtemp(prefix="infergate-remote-bench-"))
+    results: dict[str, Any] = {}
+    started = time.monotonic()
+    for phase in sorted(phases):
+        procs = Processes(work)
+        t0 = time.monotonic()
+        try:
+            if phase == 1:
+                results["added_latency"] = phase_added(procs, args.direct_n)
+            elif phase == 2:
+                results["replica_killed"] = phase_kill(procs, args.kill_s, args.kill_at_s, args.clients_per_gateway)
+            elif phase == 3:
+                results["prefix_affinity"] = phase_affinity(
+                    procs, args.affinity_requests, args.tenants, args.concurrency, args.seed
+                )
+        finally:
+            procs.stop_all()
+        print(f"  (phase {phase}: {time.monotonic() - t0:.1f} s)")
+    results["total_s"] = time.monotonic() - started
+    print(f"\ntotal {results['total_s']:.1f} s; logs in {work}")
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
