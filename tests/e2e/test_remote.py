@@ -6,6 +6,9 @@ client that leaves stopping the engine."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,7 +27,7 @@ from tests.support.remote import (
     llama_server,
     start_gateway,
 )
-from tests.support.server import MODEL_ID, Server, free_port, run_together
+from tests.support.server import MODEL_ID, Server, free_port, run_cli, run_together
 
 PROMPT = "The capital of France is"
 
@@ -123,6 +126,21 @@ def test_models_list_shows_each_replica(gateway: Server, llamas: list[LlamaServe
     assert {r["state"] for r in model["replicas"]} == {"up"}
     metrics = httpx.get(f"{gateway.base_url}/metrics").text
     assert f'infergate_replica_up{{model="{MODEL_ID}",replica="{llamas[0].url}"}} 1.0' in metrics
+    listing = run_cli(gateway, "models", "list", "--url", gateway.base_url).stdout
+    rows = [line.split() for line in listing.splitlines()]
+    assert all([MODEL_ID, s.url, "up", "0", "-"] in rows for s in llamas), listing
+
+
+def test_engine_mode_will_not_start_without_a_service_token(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "INFERGATE_SERVICE_TOKEN"}
+    done = subprocess.run(
+        [sys.executable, "-m", "infergate", "serve", "--engine", "--port", str(free_port())],
+        env={**env, "INFERGATE_HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "INFERGATE_SERVICE_TOKEN" in done.stderr
 
 
 def test_all_replicas_down_is_a_fast_clear_503(tmp_path: Path) -> None:
