@@ -52,7 +52,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.remote import GGUF, gateway_config  # noqa: E402
+from tests.support.remote import GGUF  # noqa: E402
 from tests.support.server import MODEL_ID, Server, free_port, start_server  # noqa: E402
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -63,6 +63,33 @@ WORDS = (
     "reservoir pharmacy orbit chisel vineyard parcel beacon tundra marble kettle freight cipher lagoon "
     "pavilion satchel ember quartz ridge tariff mosaic lumber harness plateau sonnet"
 ).split()
+
+
+def gateway_config(urls: list[str], probe_interval_s: float, affinity_chars: int = 0, top: str = "") -> str:
+    """The catalog entry of issue 12: the packaged model's id served by ``urls`` over the OpenAI protocol; open
+    anonymous limits and no result cache (every request must reach an engine)."""
+    remote = ", ".join(f'"{u}"' for u in urls)
+    return f"""{top}
+[[models]]
+id = "{MODEL_ID}"
+task = "text-generation"
+remote = [{remote}]
+protocol = "openai"
+
+[remote]
+probe_interval_s = {probe_interval_s}
+eject_s = 5.0
+affinity_chars = {affinity_chars}
+
+[cache]
+enabled = false
+
+[tiers.anonymous]
+requests = 1000000
+tokens_per_minute = 100000000
+concurrent = 64
+max_new_tokens = 8192
+"""
 
 
 @dataclass
@@ -81,7 +108,9 @@ class Llama:
     def spawn(self) -> Llama:
         args = [
             sys.executable, "-m", "llama_cpp.server", "--model", GGUF, "--model_alias", MODEL_ID,
-            "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048", "--n_threads", "1",
+            "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", "2048",
+            # One thread for prompts too (its default is every core: two engines on 2 cores would fight).
+            "--n_threads", "1", "--n_threads_batch", "1",
             "--interrupt_requests", "false",  # its default cuts a running answer whenever another request arrives
         ]  # fmt: skip
         with self.log_path.open("ab") as log:
@@ -194,59 +223,68 @@ def _print_table(title: str, header: list[str], rows: list[list[str]]) -> None:
 
 
 # -- 1. added latency ----------------------------------------------------------------------------------------
-def phase_added(procs: Processes, n: int) -> dict[str, Any]:
+def phase_added(procs: Processes, n: int, probe_interval_s: float) -> dict[str, Any]:
     (engine,) = procs.llamas(1)
-    (gateway,) = procs.gateways([gateway_config([engine.url])])
+    (gateway,) = procs.gateways([gateway_config([engine.url], probe_interval_s)])
     body = {"model": MODEL_ID, "prompt": SHORT_PROMPT, "max_tokens": 1, "temperature": 0}
     direct_body = {**body, "repeat_penalty": 1.0}  # what the gateway sends for a request that asks no penalty
-    direct_ms: list[float] = []
-    gateway_ms: list[float] = []
+    # What the gateway itself sends upstream: the same, streamed, usage asked for.
+    streamed_body = {**direct_body, "stream": True, "stream_options": {"include_usage": True}}
+    series: dict[str, list[float]] = {"direct": [], "streamed": [], "gateway": []}
     mismatches = 0
     with (
         httpx.Client(base_url=engine.url, timeout=30) as direct,
         httpx.Client(base_url=gateway.base_url, timeout=30) as through,
     ):
 
-        def call(client: httpx.Client, payload: dict[str, Any]) -> tuple[float, str]:
+        def plain(client: httpx.Client, payload: dict[str, Any]) -> tuple[float, str]:
             t0 = time.perf_counter()
             r = client.post("/v1/completions", json=payload)
             elapsed = (time.perf_counter() - t0) * 1000
             r.raise_for_status()
             return elapsed, r.json()["choices"][0]["text"]
 
+        def streamed() -> tuple[float, str]:
+            t0 = time.perf_counter()
+            with direct.stream("POST", "/v1/completions", json=streamed_body) as r:
+                r.raise_for_status()
+                for _ in r.iter_lines():
+                    pass
+            return (time.perf_counter() - t0) * 1000, ""
+
+        calls = {
+            "direct": lambda: plain(direct, direct_body),
+            "streamed": streamed,
+            "gateway": lambda: plain(through, body),
+        }
         for _ in range(5):  # warm-up: connections, the engine's cache, the gateway's first-request paths
-            call(direct, direct_body)
-            call(through, body)
+            for call in calls.values():
+                call()
+        order = list(calls)
         for i in range(n):
-            if i % 2 == 0:  # alternate which goes first, so that neither always follows the other
-                d, d_text = call(direct, direct_body)
-                g, g_text = call(through, body)
-            else:
-                g, g_text = call(through, body)
-                d, d_text = call(direct, direct_body)
-            direct_ms.append(d)
-            gateway_ms.append(g)
-            mismatches += d_text != g_text
-    added = [g - d for g, d in zip(gateway_ms, direct_ms, strict=True)]
-    result = {
-        "requests_each": n,
-        "direct_p50_ms": _pct(direct_ms, 50),
-        "direct_p95_ms": _pct(direct_ms, 95),
-        "gateway_p50_ms": _pct(gateway_ms, 50),
-        "gateway_p95_ms": _pct(gateway_ms, 95),
-        "added_p50_ms": _pct(added, 50),
-        "added_p95_ms": _pct(added, 95),
-        "text_mismatches": mismatches,
+            texts = {}
+            for name in order[i % 3 :] + order[: i % 3]:  # rotate, so that none always follows another
+                elapsed, texts[name] = calls[name]()
+                series[name].append(elapsed)
+            mismatches += texts["direct"] != texts["gateway"]
+    added = [g - d for g, d in zip(series["gateway"], series["direct"], strict=True)]
+    added_streamed = [g - d for g, d in zip(series["gateway"], series["streamed"], strict=True)]
+    result: dict[str, Any] = {"requests_each": n, "text_mismatches": mismatches}
+    for name, values in [*series.items(), ("added", added), ("added_over_streamed", added_streamed)]:
+        result[f"{name}_p50_ms"] = _pct(values, 50)
+        result[f"{name}_p95_ms"] = _pct(values, 95)
+    labels = {
+        "direct": "llama.cpp server directly",
+        "gateway": "through infergate",
+        "added": "added (gateway_i - direct_i)",
+        "streamed": "llama.cpp directly, streamed as the gateway asks",
+        "added_over_streamed": "gateway_i - streamed direct_i",
     }
     _print_table(
-        f"1. added latency: POST /v1/completions, max_tokens 1, greedy, same prompt; {n} direct and {n} through "
-        "the gateway, alternating, sequential",
+        f"1. added latency: POST /v1/completions, max_tokens 1, greedy, same prompt; {n} of each, sequential, "
+        "interleaved",
         ["", "p50 ms", "p95 ms"],
-        [
-            ["llama.cpp server directly", f"{result['direct_p50_ms']:.2f}", f"{result['direct_p95_ms']:.2f}"],
-            ["through infergate", f"{result['gateway_p50_ms']:.2f}", f"{result['gateway_p95_ms']:.2f}"],
-            ["added (gateway_i - direct_i)", f"{result['added_p50_ms']:.2f}", f"{result['added_p95_ms']:.2f}"],
-        ],
+        [[label, f"{result[k + '_p50_ms']:.2f}", f"{result[k + '_p95_ms']:.2f}"] for k, label in labels.items()],
     )
     if mismatches:
         print(f"  {mismatches} answers differed between the direct and the gateway call")
@@ -263,16 +301,32 @@ class _Call:
     detail: str = ""
 
 
-def phase_kill(procs: Processes, duration_s: float, kill_at_s: float, clients_per_gateway: int) -> dict[str, Any]:
+def _watch_replica(base: str, url: str, until: float, every_s: float) -> list[tuple[float, str]]:
+    """(time, state) of ``url`` on the gateway at ``base`` until ``until``, each time the state changes."""
+    changes: list[tuple[float, str]] = []
+    with httpx.Client(base_url=base, timeout=5) as http:
+        while (asked := time.monotonic()) < until:
+            with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                for model in http.get("/v1/models").json()["data"]:
+                    for replica in model.get("replicas") or []:
+                        if replica["url"] == url and (not changes or changes[-1][1] != replica["state"]):
+                            changes.append((asked, str(replica["state"])))
+            time.sleep(max(0.0, asked + every_s - time.monotonic()))
+    return changes
+
+
+def phase_kill(
+    procs: Processes, duration_s: float, kill_at_s: float, clients_per_gateway: int, probe_interval_s: float
+) -> dict[str, Any]:
     import redis
 
     namespace = f"infergate-bench-{uuid.uuid4().hex[:10]}"
     try:
         a, b = procs.llamas(2)
         top = f'redis_url = "{REDIS_URL}"\nredis_namespace = "{namespace}"\n'
-        gateways = procs.gateways([top + gateway_config([a.url, b.url])] * 2)
-        for g in gateways:  # one request each first: a gateway starts watching its replicas on its first request
-            httpx.post(g.model_url, json={"inputs": "Hi", "parameters": {"max_new_tokens": 1}}, timeout=30)
+        gateways = procs.gateways([gateway_config([a.url, b.url], probe_interval_s, top=top)] * 2)
+        for g in gateways:  # a gateway starts probing and syncing its replicas on its first request
+            httpx.post(g.model_url, json={"inputs": "Hi", "parameters": {"max_new_tokens": 1}}, timeout=60)
         calls: list[_Call] = []
         lock = threading.Lock()
         t0 = time.monotonic()
@@ -301,35 +355,31 @@ def phase_kill(procs: Processes, duration_s: float, kill_at_s: float, clients_pe
         ]
         for t in threads:
             t.start()
-        time.sleep(max(0.0, t0 + kill_at_s - time.monotonic()))
-        a.kill()
-        killed = time.monotonic()
-        seen: dict[int, float | None] = {}
-
-        def watch(index: int) -> None:
-            base = gateways[index].base_url
-            with httpx.Client(base_url=base, timeout=5) as http:
-                while time.monotonic() < killed + 10:
-                    asked = time.monotonic()
-                    with contextlib.suppress(httpx.HTTPError):
-                        for model in http.get("/v1/models").json()["data"]:
-                            for replica in model.get("replicas") or []:
-                                if replica["url"] == a.url and replica["state"] == "ejected":
-                                    seen[index] = (asked - killed) * 1000
-                                    return
-                    time.sleep(max(0.0, asked + 0.02 - time.monotonic()))
-            seen[index] = None
-
-        watchers = [threading.Thread(target=watch, args=(i,), daemon=True) for i in range(len(gateways))]
+        # Both gateways' view of A, every 20 ms, from 1 s before the kill to 5 s after.
+        watched: dict[int, list[tuple[float, str]]] = {}
+        kill_at = t0 + kill_at_s
+        watchers = [
+            threading.Thread(
+                target=lambda i=i: watched.__setitem__(
+                    i, _watch_replica(gateways[i].base_url, a.url, kill_at + 5.0, 0.02)
+                ),
+                daemon=True,
+            )
+            for i in range(len(gateways))
+        ]
+        time.sleep(max(0.0, kill_at - 1.0 - time.monotonic()))
         for t in watchers:
             t.start()
+        time.sleep(max(0.0, kill_at - time.monotonic()))
+        a.kill()
+        killed = time.monotonic()
         for t in [*watchers, *threads]:
             t.join(duration_s + 90)
-        failed = [c for c in calls if c.status != 200]
-        at_kill = [c for c in calls if c.start <= killed <= c.end]
-        retries = sum(_metric_sum(g.base_url, "infergate_replica_retries_total") for g in gateways)
-        on_a = sum(_metric_sum(g.base_url, "infergate_replica_requests_total", a.url) for g in gateways)
-        ejections = sum(_metric_sum(g.base_url, "infergate_replica_ejections_total", a.url) for g in gateways)
+        metrics = {
+            f"{name}_{label}": sum(_metric_sum(g.base_url, f"infergate_replica_{name}_total", r.url) for g in gateways)
+            for name in ("requests", "retries", "ejections")
+            for label, r in (("a", a), ("b", b))
+        }
     finally:
         with contextlib.suppress(Exception):
             store = redis.Redis.from_url(REDIS_URL)
@@ -337,37 +387,57 @@ def phase_kill(procs: Processes, duration_s: float, kill_at_s: float, clients_pe
             if keys:
                 store.delete(*keys)
             store.close()
-    result = {
+
+    def seen_ms(changes: list[tuple[float, str]]) -> tuple[float | None, str]:
+        before = [s for t, s in changes if t < killed]
+        at_kill = before[-1] if before else "?"
+        after = [t for t, s in changes if t >= killed and s == "ejected"]
+        return ((after[0] - killed) * 1000 if after else None), at_kill
+
+    failed = [c for c in calls if c.status != 200]
+    phase_of = {"before": lambda c: c.end < killed, "at": lambda c: c.start <= killed <= c.end,
+                "after": lambda c: c.start > killed}  # fmt: skip
+    result: dict[str, Any] = {
         "requests": len(calls),
         "failed": len(failed),
-        "failed_in_flight_at_kill": sum(1 for c in failed if c.start <= killed <= c.end),
-        "in_flight_at_kill": len(at_kill),
-        "retries": retries,
-        "attempts_on_a": on_a,
-        "ejections_of_a": ejections,
-        **{f"ejection_seen_gateway{i + 1}_ms": seen.get(i) for i in range(len(gateways))},
-        "failures": [f"gateway {c.gateway + 1} +{(c.start - killed) * 1000:.0f} ms: {c.status} {c.detail}"
-                     for c in failed][:10],  # fmt: skip
+        **{f"failed_{k}_kill": sum(1 for c in failed if f(c)) for k, f in phase_of.items()},
+        "in_flight_at_kill": sum(1 for c in calls if phase_of["at"](c)),
+        "retries": metrics["retries_a"] + metrics["retries_b"],
+        **metrics,
     }
+    for i in range(len(gateways)):
+        ms, state = seen_ms(watched.get(i, []))
+        result[f"ejection_seen_gateway{i + 1}_ms"] = ms
+        result[f"a_state_at_kill_gateway{i + 1}"] = state
+        result[f"a_states_gateway{i + 1}"] = [(round((t - killed) * 1000), s) for t, s in watched.get(i, [])]
+    result["failures"] = [f"gateway {c.gateway + 1} {(c.start - killed) * 1000:+.0f} ms: {c.status} {c.detail}"
+                          for c in failed[:5]]  # fmt: skip
 
-    def ms(v: float | None) -> str:
-        return "not within 10 s" if v is None else f"{v:.0f} ms"
+    def seen(i: int) -> str:
+        value, state = result[f"ejection_seen_gateway{i + 1}_ms"], result[f"a_state_at_kill_gateway{i + 1}"]
+        shown = "not within 5 s" if value is None else f"{value:.0f} ms"
+        return shown if state == "up" else f"{shown} (A was {state} at the kill)"
 
     _print_table(
         f"2. kill one of two replicas under load: {len(threads)} clients ({clients_per_gateway} per gateway, 2 "
         f"gateways sharing Redis), non-streamed /models/{{id}}, max_new_tokens 8, {duration_s:.0f} s; replica A "
-        f"SIGKILLed at {kill_at_s:.0f} s",
+        f"SIGKILLed at {kill_at_s:.0f} s; probe_interval_s {probe_interval_s}",
         ["measure", "value"],
         [
             ["requests sent", str(result["requests"])],
             ["failed (not 200)", str(result["failed"])],
-            ["  of which in flight at the kill", str(result["failed_in_flight_at_kill"])],
+            ["  ended before the kill", str(result["failed_before_kill"])],
+            ["  in flight at the kill", str(result["failed_at_kill"])],
+            ["  sent after the kill", str(result["failed_after_kill"])],
             ["requests in flight at the kill (client side)", str(result["in_flight_at_kill"])],
-            ["retries (both gateways)", f"{retries:.0f}"],
+            ["attempts sent to A / B (both gateways)", f"{metrics['requests_a']:.0f} / {metrics['requests_b']:.0f}"],
+            ["retries onto A / B (both gateways)", f"{metrics['retries_a']:.0f} / {metrics['retries_b']:.0f}"],
             ["max retries per request", "1 (2 replicas; a request never tries one twice)"],
-            ["attempts sent to A (both gateways)", f"{on_a:.0f}"],
-            ["ejections of A counted (both gateways)", f"{ejections:.0f}"],
-            *[[f"A ejected as seen by gateway {i + 1}", ms(seen.get(i))] for i in range(len(gateways))],
+            [
+                "ejections of A / B (both gateways)",
+                f"{metrics['ejections_a']:.0f} / {metrics['ejections_b']:.0f}",
+            ],
+            *[[f"A ejected as seen by gateway {i + 1}", seen(i)] for i in range(len(gateways))],
         ],
     )
     for line in result["failures"]:
@@ -395,12 +465,16 @@ def _workload(requests: int, tenants: int, seed: int) -> list[tuple[int, str]]:
 
 
 def _affinity_run(
-    procs: Processes, engines: list[Llama], affinity_chars: int, work: list[tuple[int, str]], concurrency: int
+    work_dir: Path,
+    engines: list[Llama],
+    affinity_chars: int,
+    work: list[tuple[int, str]],
+    concurrency: int,
+    probe_interval_s: float,
 ) -> dict[str, Any]:
-    extra = f"affinity_chars = {affinity_chars}" if affinity_chars else ""
-    sub = Processes(procs.work)
+    sub = Processes(work_dir)
     try:
-        (gateway,) = sub.gateways([gateway_config([e.url for e in engines], extra=extra)])
+        (gateway,) = sub.gateways([gateway_config([e.url for e in engines], probe_interval_s, affinity_chars)])
         for e in engines:  # reset each engine's one-prompt cache to something no tenant shares
             httpx.post(f"{e.url}/v1/completions", timeout=60,
                        json={"model": MODEL_ID, "prompt": f"Reset {uuid.uuid4().hex}", "max_tokens": 1})  # fmt: skip
@@ -409,11 +483,10 @@ def _affinity_run(
         for item in work:
             todo.put(item)
         ttft: list[float] = []
-        no_text = 0
+        failures: list[str] = []
         lock = threading.Lock()
 
         def client() -> None:
-            nonlocal no_text
             with httpx.Client(base_url=gateway.base_url, timeout=120) as http:
                 while True:
                     try:
@@ -423,16 +496,24 @@ def _affinity_run(
                     body = {"model": MODEL_ID, "prompt": prompt, "max_tokens": 4, "temperature": 0, "stream": True}
                     t0 = time.perf_counter()
                     first = None
-                    with http.stream("POST", "/v1/completions", json=body) as r:
-                        r.raise_for_status()
-                        for line in r.iter_lines():
-                            if first is None and line.startswith("data:") and line[5:].strip() != "[DONE]":
-                                choices = json.loads(line[5:]).get("choices") or []
-                                if choices and choices[0].get("text"):
-                                    first = time.perf_counter() - t0
+                    error = None
+                    try:
+                        with http.stream("POST", "/v1/completions", json=body) as r:
+                            if r.status_code != 200:
+                                error = f"{r.status_code} {r.read().decode(errors='replace')[:200]}"
+                            for line in r.iter_lines():
+                                if first is None and line.startswith("data:") and line[5:].strip() != "[DONE]":
+                                    chunk = json.loads(line[5:])
+                                    if "error" in chunk:
+                                        error = f"error event: {str(chunk['error'])[:200]}"
+                                    choices = chunk.get("choices") or []
+                                    if choices and choices[0].get("text"):
+                                        first = time.perf_counter() - t0
+                    except httpx.HTTPError as exc:
+                        error = f"{type(exc).__name__}: {exc}"
                     with lock:
-                        if first is None:
-                            no_text += 1
+                        if error is not None or first is None:
+                            failures.append(error or "no text")
                         else:
                             ttft.append(first * 1000)
 
@@ -441,9 +522,11 @@ def _affinity_run(
         for t in threads:
             t.start()
         for t in threads:
-            t.join(300)
+            t.join(600)
         wall = time.perf_counter() - started
         per_replica = [_metric_sum(gateway.base_url, "infergate_replica_requests_total", e.url) for e in engines]
+        ejections = sum(_metric_sum(gateway.base_url, "infergate_replica_ejections_total", e.url) for e in engines)
+        retries = sum(_metric_sum(gateway.base_url, "infergate_replica_retries_total", e.url) for e in engines)
         hits = [h for e, m in zip(engines, marks, strict=True) for h in e.prefix_hits(m)]
     finally:
         sub.stop_all()
@@ -452,20 +535,25 @@ def _affinity_run(
         "ttft_p50_ms": _pct(ttft, 50),
         "ttft_p90_ms": _pct(ttft, 90),
         "ttft_mean_ms": sum(ttft) / len(ttft) if ttft else float("nan"),
-        "requests": len(ttft) + no_text,
-        "no_text": no_text,
+        "timed": len(ttft),
+        "failed": len(failures),
+        "failures": failures[:5],
         "per_replica": per_replica,
+        "ejections": ejections,
+        "retries": retries,
         "prefix_hits_over_200_tokens": sum(1 for h in hits if h > 200),
         "wall_s": wall,
     }
 
 
-def phase_affinity(procs: Processes, requests: int, tenants: int, concurrency: int, seed: int) -> dict[str, Any]:
+def phase_affinity(
+    procs: Processes, requests: int, tenants: int, concurrency: int, seed: int, probe_interval_s: float
+) -> dict[str, Any]:
     from infergate.engines.remote.replicas import ReplicaSet
 
     engines = procs.llamas(2)
     work = _workload(requests, tenants, seed)
-    runs = [_affinity_run(procs, engines, chars, work, concurrency) for chars in (0, 200)]
+    runs = [_affinity_run(procs.work, engines, chars, work, concurrency, probe_interval_s) for chars in (0, 200)]
     # Which replica each tenant's prefix hashes to (every gateway computes the same).
     chooser = ReplicaSet([e.url for e in engines], eject_s=5.0, affinity_chars=200)
     homes = {}
@@ -478,71 +566,76 @@ def phase_affinity(procs: Processes, requests: int, tenants: int, concurrency: i
         "requests": requests,
         "tenants": tenants,
         "concurrency": concurrency,
+        "probe_interval_s": probe_interval_s,
         "off": off,
         "on": on,
         "tenant_homes": "".join(homes[t] for t in sorted(homes)),
-        "mean_ratio_off_over_on": off["ttft_mean_ms"] / on["ttft_mean_ms"],
         "p50_ratio_off_over_on": off["ttft_p50_ms"] / on["ttft_p50_ms"],
+        "p90_ratio_off_over_on": off["ttft_p90_ms"] / on["ttft_p90_ms"],
+        "mean_ratio_off_over_on": off["ttft_mean_ms"] / on["ttft_mean_ms"],
     }
     rows = []
     for label, run in (("affinity off (power of two choices)", off), ("affinity_chars = 200", on)):
         rows.append([
             label, f"{run['ttft_p50_ms']:.0f}", f"{run['ttft_p90_ms']:.0f}", f"{run['ttft_mean_ms']:.0f}",
-            f"{run['prefix_hits_over_200_tokens']}/{run['requests']}",
-            "/".join(f"{n:.0f}" for n in run["per_replica"]), f"{run['wall_s']:.1f}",
+            f"{run['prefix_hits_over_200_tokens']}", "/".join(f"{n:.0f}" for n in run["per_replica"]),
+            f"{run['ejections']:.0f}", f"{run['failed']}", f"{run['wall_s']:.1f}",
         ])  # fmt: skip
     rows.append(["ratio off / on", f"{result['p50_ratio_off_over_on']:.2f}",
-                 f"{off['ttft_p90_ms'] / on['ttft_p90_ms']:.2f}", f"{result['mean_ratio_off_over_on']:.2f}",
-                 "", "", ""])  # fmt: skip
+                 f"{result['p90_ratio_off_over_on']:.2f}", f"{result['mean_ratio_off_over_on']:.2f}",
+                 "", "", "", "", ""])  # fmt: skip
     _print_table(
         f"3. prefix affinity: {requests} streamed /v1/completions (max_tokens 4, greedy) from {tenants} tenants "
-        f"(~1,500-char system prompt each), {concurrency} clients, seeded order; tenants' replicas with affinity: "
-        f"{result['tenant_homes']}",
-        ["run", "TTFT p50 ms", "p90 ms", "mean ms", "cache hits", "requests A/B", "wall s"],
+        f"(~1,500-char system prompt each), {concurrency} clients, seeded order; probe_interval_s "
+        f"{probe_interval_s}; each tenant's replica under affinity: {result['tenant_homes']}",
+        ["run", "TTFT p50 ms", "p90 ms", "mean ms", "cache hits", "attempts A/B", "ejections", "failed", "wall s"],
         rows,
     )
     for run in runs:
-        if run["no_text"]:
-            print(f"  affinity_chars={run['affinity_chars']}: {run['no_text']} answers had no text (not timed)")
+        for line in run["failures"]:
+            print(f"  affinity_chars={run['affinity_chars']} failed: {line}")
     return result
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--phases", default="1,2,3", help="which phases to run, e.g. 1,3")
-    parser.add_argument("--direct-n", type=int, default=100, help="phase 1: requests each way")
+    parser.add_argument("--direct-n", type=int, default=100, help="phase 1: requests of each kind")
     parser.add_argument("--kill-s", type=float, default=20.0, help="phase 2: seconds of load")
     parser.add_argument("--kill-at-s", type=float, default=6.0, help="phase 2: when replica A dies")
-    parser.add_argument("--clients-per-gateway", type=int, default=3)
-    parser.add_argument("--affinity-requests", type=int, default=40)
-    parser.add_argument("--tenants", type=int, default=4)
-    parser.add_argument("--concurrency", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clients-per-gateway", type=int, default=3, help="phase 2")
+    parser.add_argument("--affinity-requests", type=int, default=40, help="phase 3")
+    parser.add_argument("--tenants", type=int, default=4, help="phase 3")
+    parser.add_argument("--concurrency", type=int, default=2, help="phase 3: client threads")
+    parser.add_argument("--seed", type=int, default=0, help="phase 3: the order of the requests")
+    parser.add_argument("--probe-interval-s", type=float, default=0.5, help="the gateways' [remote] probe_interval_s")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     phases = {int(p) for p in args.phases.split(",")}
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; engines: llama.cpp server (llama-cpp-python), "
           f"SmolLM2-135M-Instruct Q4_1, 1 thread each; everything on 127.0.0.1")  # fmt: skip
     work = Path(tempfile.mkdtemp(prefix="infergate-remote-bench-"))
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"probe_interval_s": args.probe_interval_s}
     started = time.monotonic()
     for phase in sorted(phases):
         procs = Processes(work)
         t0 = time.monotonic()
         try:
             if phase == 1:
-                results["added_latency"] = phase_added(procs, args.direct_n)
+                results["added_latency"] = phase_added(procs, args.direct_n, args.probe_interval_s)
             elif phase == 2:
-                results["replica_killed"] = phase_kill(procs, args.kill_s, args.kill_at_s, args.clients_per_gateway)
+                results["replica_killed"] = phase_kill(
+                    procs, args.kill_s, args.kill_at_s, args.clients_per_gateway, args.probe_interval_s
+                )
             elif phase == 3:
                 results["prefix_affinity"] = phase_affinity(
-                    procs, args.affinity_requests, args.tenants, args.concurrency, args.seed
+                    procs, args.affinity_requests, args.tenants, args.concurrency, args.seed, args.probe_interval_s
                 )
         finally:
             procs.stop_all()
         print(f"  (phase {phase}: {time.monotonic() - t0:.1f} s)")
     results["total_s"] = time.monotonic() - started
-    print(f"\ntotal {results['total_s']:.1f} s; logs in {work}")
+    print(f"\ntotal {results['total_s']:.1f} s; engine and gateway logs in {work}")
     if args.json:
         print(json.dumps(results))
     return 0

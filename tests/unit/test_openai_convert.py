@@ -169,7 +169,7 @@ def test_completion_prompts_as_token_ids() -> None:
 
 def test_max_tokens_zero_needs_echo() -> None:
     call = completion(max_tokens=0, echo=True, logprobs=1)
-    assert call.max_tokens == 0 and call.prompt_details
+    assert call.max_tokens == 0 and call.requests[0].prefill_details
     with pytest.raises(ValidationError) as info:
         completion(max_tokens=0)
     assert info.value.param == "max_tokens"
@@ -178,9 +178,9 @@ def test_max_tokens_zero_needs_echo() -> None:
 
 
 def test_prompt_details_only_when_the_prompt_comes_back() -> None:
-    assert not completion(logprobs=1).prompt_details
-    assert not completion(echo=True).prompt_details  # the text prompt itself is echoed
-    assert completion(echo=True, prompt=[1, 2]).prompt_details  # token ids: their text comes from the engine
+    assert not completion(logprobs=1).requests[0].prefill_details
+    assert not completion(echo=True).requests[0].prefill_details  # the text prompt itself is echoed
+    assert completion(echo=True, prompt=[1, 2]).requests[0].prefill_details  # token ids: their text comes from the engine
 
 
 def test_unknown_fields_are_refused_naming_them() -> None:

@@ -85,6 +85,8 @@ class TextGenerator(ModelEngine, Protocol):
     ``stopping.max_new_tokens`` is 0: the prompt only). Leaving the
     iterator early (a client that went away) aborts the request: the engine frees its place at the next step.
     It raises core.errors (ValidationError for prompts that do not fit, OverloadedError, ModelLoadingError...).
+    It formats the prompt the request describes: ``messages`` with the chat template, ``suffix`` as fill in the
+    middle (ValidationError for a model without a template or infill tokens).
     """
 
     runner: str  # what computes the tokens: "torch" or "llama.cpp"
@@ -93,15 +95,10 @@ class TextGenerator(ModelEngine, Protocol):
 
     def generate(self, request: GenerationRequest) -> AsyncGenerator[PromptInfo | StepEvent, None]: ...
 
-    async def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str: ...
-
     async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[TokenSpan]: ...
 
     def infill_format(self) -> str | None:
         """The loaded model's infill format ("codellama", "starcoder", ...), or None."""
-
-    async def infill_prompt(self, prefix: str, suffix: str) -> str:
-        """The model family's fill-in-the-middle prompt; ValidationError for a model without infill tokens."""
 
 
 @runtime_checkable

@@ -19,8 +19,10 @@ class GenerationRequest:
     tokens. ``top_n_tokens`` asks for the N most likely alternatives at each step; ``prefill_details`` for the
     prompt tokens with their logprobs (and their top ``top_n_tokens`` alternatives).
     ``stopping.max_new_tokens == 0`` runs the prompt only: the generation ends after its PromptInfo.
-    ``messages``, on a chat request, are the conversation ``prompt`` was rendered from: an engine that applies
-    its own chat template (a remote OpenAI-compatible one) sends them instead of the prompt.
+    ``messages``, on a chat request, are the conversation to answer (``prompt`` is then empty): the engine
+    renders them with the model's chat template, or sends them to a remote engine that applies its own.
+    ``suffix`` asks for fill in the middle between ``prompt`` and it, in the model family's infill format.
+    The engine formats prompts because only it knows the model's template and special tokens.
     """
 
     prompt: str
@@ -34,6 +36,7 @@ class GenerationRequest:
     prompt_ids: tuple[int, ...] | None = None
     messages: tuple[dict[str, Any], ...] | None = None
     add_generation_prompt: bool = True
+    suffix: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -332,10 +332,6 @@ class Gateway:
             await self._cache.put_json(key, value)
         return value
 
-    @staticmethod
-    def with_seed(request: GenerationRequest, seed: int | None) -> GenerationRequest:
-        return replace(request, sampling=replace(request.sampling, seed=seed))
-
     # -- accounting --------------------------------------------------------------------------------------
     @staticmethod
     def _count(ticket: Ticket, results: list[GenerationResult]) -> None:

@@ -167,11 +167,6 @@ class RemoteEngine:
             max_best_of=4,
         )
 
-    async def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
-        """The engine applies its own chat template to the messages (``GenerationRequest.messages``); the prompt
-        only keys the cache."""
-        return ""
-
     async def tokenize(self, text: str, add_special_tokens: bool = True) -> list[TokenSpan]:
         raise ValidationError(
             f"model {self.model_id} is served by a remote engine; tokenize on the engine itself (TGI and vLLM "
@@ -180,13 +175,6 @@ class RemoteEngine:
 
     def infill_format(self) -> str | None:
         return None
-
-    async def infill_prompt(self, prefix: str, suffix: str) -> str:
-        raise ValidationError(
-            f"`suffix` (fill in the middle) needs the model's infill tokens, and model {self.model_id} is served "
-            "by a remote engine whose tokenizer this server does not have; send the infill prompt itself",
-            param="suffix",
-        )
 
     async def generate(self, request: GenerationRequest) -> AsyncGenerator[PromptInfo | StepEvent, None]:
         path, body = self._build(request)
@@ -232,6 +220,12 @@ class RemoteEngine:
 
     def _build(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
         protocol, name = self.endpoint.protocol, self.endpoint.remote_model
+        if request.suffix is not None:
+            raise ValidationError(
+                f"`suffix` (fill in the middle) needs the model's infill tokens, and model {self.model_id} is "
+                "served by a remote engine whose tokenizer this server does not have; send the infill prompt itself",
+                param="suffix",
+            )
         if protocol == "openai" or request.messages is not None:
             # A chat goes to the engine's chat route (TGI and infergate serve OpenAI's too): the engine renders
             # it with the model's own template.

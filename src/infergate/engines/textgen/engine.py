@@ -251,8 +251,13 @@ class TextGenEngine:
             ids = list(request.prompt_ids)
             _check_ids(ids, min(loaded.vocab_size, len(loaded.tokenizer)))
         else:
+            prompt = request.prompt
+            if request.messages is not None:
+                prompt = await self.render_chat(list(request.messages), request.add_generation_prompt)
+            elif request.suffix is not None:
+                prompt = await self.infill_prompt(request.prompt, request.suffix)
             ids = await asyncio.to_thread(
-                lambda: list(loaded.tokenizer(request.prompt, add_special_tokens=request.add_special_tokens).input_ids)
+                lambda: list(loaded.tokenizer(prompt, add_special_tokens=request.add_special_tokens).input_ids)
             )
         ids, max_new = self._fit(ids, request)
         seq = Sequence(request, len(ids), ids, max_new, asyncio.get_running_loop(), asyncio.Queue(), self._outbox)

@@ -12,8 +12,7 @@ from fastapi.responses import JSONResponse, Response
 
 from infergate.core.errors import InfergateError
 from infergate.core.outputs import PromptInfo, StepEvent
-from infergate.core.requests import GenerationRequest
-from infergate.gateway.gateway import Gateway, Ticket
+from infergate.gateway.gateway import Ticket
 from infergate.http.body import read_json
 from infergate.http.embeddings import openai_embeddings
 from infergate.http.errors import openai_error_response
@@ -24,9 +23,8 @@ from infergate.http.streaming import cancel_on_disconnect, sse_response
 from infergate.http.textgen import compute_type, use_cache, wants_to_wait
 from infergate.protocols import sse
 from infergate.protocols.embeddings import EmbeddingsRequest
-from infergate.protocols.openai import convert
+from infergate.protocols.openai import convert, stream
 from infergate.protocols.openai.schemas import ChatCompletionRequest, CompletionRequest
-from infergate.protocols.tgi.convert import completion_stream_fields
 
 __all__ = ["router"]
 
@@ -87,74 +85,34 @@ async def _replayed(
             yield index, event
 
 
-def _seeded(gateway: Gateway, base: GenerationRequest, n: int) -> list[GenerationRequest]:
-    """n choices; with a seed, choice i uses seed+i so that choices differ but stay reproducible."""
-    seed = base.sampling.seed
-    return [base if seed is None or i == 0 else gateway.with_seed(base, seed + i) for i in range(n)]
-
-
 async def _chat(request: Request, path_model: str | None) -> Response:
     body = await read_json(request)
     ticket = await _admit(request, path_model, body)
-    gateway = get_state(request).gateway
-    engine, model = ticket.text, ticket.spec.id
-    call = convert.parse_chat(body, engine.limits())
-    messages = convert.messages_for_template(call.wire)
-    add_generation_prompt = call.wire.add_generation_prompt is not False
-    prompt = await engine.render_chat(messages, add_generation_prompt=add_generation_prompt)
-    max_tokens = call.wire.max_completion_tokens or call.wire.max_tokens
-    base = convert.build_request(
-        call.wire,
-        prompt,
-        max_tokens=max_tokens,
-        top_n=call.top_logprobs,
-        add_special_tokens=bool(call.wire.add_special_tokens),  # the template has the special tokens (vLLM's default)
-        messages=messages,
-        add_generation_prompt=add_generation_prompt,
-    )
-    requests = _seeded(gateway, base, call.n)
-    request_id = convert.new_id("chatcmpl")
-    characters = sum(len(m["content"]) for m in messages)
-    cache = use_cache(request, body)
+    call = convert.parse_chat(body, ticket.text.limits())
+    model, request_id = ticket.spec.id, convert.new_id("chatcmpl")
+    gateway, cache = get_state(request).gateway, use_cache(request, body)
     if not call.stream:
-        results = await cancel_on_disconnect(request, gateway.generate(ticket, requests, use_cache=cache))
+        results = await cancel_on_disconnect(request, gateway.generate(ticket, list(call.requests), use_cache=cache))
         payload = convert.chat_response(call, model, request_id, results)
-        return JSONResponse(payload, headers=_headers(ticket, characters))
-    events = gateway.stream(ticket, requests, use_cache=cache)
+        return JSONResponse(payload, headers=_headers(ticket, call.characters))
+    events = gateway.stream(ticket, list(call.requests), use_cache=cache)
     infos, early = await _start(events, call.n)
-    created = int(time.time())
+    chunks = stream.chat_chunks(call, model, request_id, int(time.time()), infos, _replayed(early, events))
+    return sse_response(
+        _framed(chunks, request.url.path), _stream_headers(ticket, call.characters, infos[0].input_length)
+    )
 
-    async def chunks() -> AsyncIterator[bytes]:
-        generated = 0
-        try:
-            async for index, event in _replayed(early, events):
-                generated += 1
-                logprobs = None
-                if call.logprobs:
-                    logprobs = convert.chat_logprobs([event.token], [event.top_tokens])
-                if not event.text and event.finish_reason is None and logprobs is None:
-                    continue  # nothing to show yet (an incomplete character, or a held-back stop prefix)
-                delta = {"role": "assistant", "content": event.text}
-                yield sse.event(
-                    convert.chat_chunk(
-                        model,
-                        request_id,
-                        created,
-                        index=index,
-                        delta=delta,
-                        finish=event.finish_reason,
-                        logprobs=logprobs,
-                    )
-                )
-        except InfergateError as exc:
-            yield _stream_error(exc, request.url.path)
-            return
-        if call.include_usage:
-            usage = convert.usage(ticket.prompt_tokens or infos[0].input_length, generated)
-            yield sse.event(convert.chat_chunk(model, request_id, created, usage_=usage))
-        yield sse.DONE
 
-    return sse_response(chunks(), _stream_headers(ticket, characters, infos[0].input_length))
+async def _framed(chunks: AsyncIterator[dict[str, Any]], path: str) -> AsyncIterator[bytes]:
+    """SSE frames of an OpenAI stream: the chunks, then `[DONE]`; an error mid-way is the last event (no
+    `[DONE]`, so no client mistakes a cut answer for a whole one)."""
+    try:
+        async for chunk in chunks:
+            yield sse.event(chunk)
+    except InfergateError as exc:
+        yield _stream_error(exc, path)
+        return
+    yield sse.DONE
 
 
 def _headers(ticket: Ticket, characters: int) -> dict[str, str]:
@@ -218,89 +176,18 @@ async def model_completions(model_id: str, request: Request) -> Response:
 async def _completions(request: Request, path_model: str | None, *, tgi_events: bool) -> Response:
     body = await read_json(request)
     ticket = await _admit(request, path_model, body)
-    gateway = get_state(request).gateway
-    model = ticket.spec.id
     call = convert.parse_completion(body, ticket.text.limits())
-    top_n = call.logprobs or 0
-    requests: list[GenerationRequest] = []
-    owners: list[int] = []  # the prompt each choice answers
-    for p_index, prompt in enumerate(call.prompts):
-        if call.wire.suffix is not None and isinstance(prompt, str):  # fill in the middle, in the family's format
-            prompt = await ticket.text.infill_prompt(prompt, call.wire.suffix)
-        base = convert.build_request(
-            call.wire,
-            prompt,
-            max_tokens=call.max_tokens,
-            top_n=top_n,
-            add_special_tokens=call.wire.add_special_tokens is not False,
-            prefill_details=call.prompt_details,
-        )
-        requests += _seeded(gateway, base, call.n)
-        owners += [p_index] * call.n
-    request_id = convert.new_id("cmpl")
-    characters = sum(len(p) if isinstance(p, str) else 0 for p in call.prompts)
-    cache = use_cache(request, body)
+    model, request_id = ticket.spec.id, convert.new_id("cmpl")
+    gateway, cache = get_state(request).gateway, use_cache(request, body)
+    requests = list(call.requests)
     if not call.stream:
         results = await cancel_on_disconnect(request, gateway.generate(ticket, requests, use_cache=cache))
-        payload = convert.completion_response(call, model, request_id, list(zip(owners, results, strict=True)))
-        return JSONResponse(payload, headers=_headers(ticket, characters))
+        payload = convert.completion_response(call, model, request_id, list(zip(call.owners, results, strict=True)))
+        return JSONResponse(payload, headers=_headers(ticket, call.characters))
     events = gateway.stream(ticket, requests, use_cache=cache)
     infos, early = await _start(events, len(requests))
-    created = int(time.time())
-
-    async def chunks() -> AsyncIterator[bytes]:
-        generated = 0
-        texts = ["" for _ in requests]  # each choice's text so far, for TGI's `generated_text` (tgi_events)
-        logprobs = [convert.LegacyLogprobs() for _ in requests] if call.logprobs is not None else None
-        finished: set[int] = set()
-        if call.echo:
-            for index, owner in enumerate(owners):
-                info = infos[index]
-                text = convert.prompt_text(call.prompts[owner], info.prefill_pieces)
-                texts[index] = text
-                echoed = None
-                if logprobs is not None:
-                    logprobs[index].add_prompt(info.prefill, info.prefill_pieces, info.prefill_top, text)
-                    echoed = logprobs[index].json()
-                yield sse.event(
-                    convert.completion_chunk(model, request_id, created, index=index, text=text, logprobs=echoed)
-                )
-        try:
-            async for index, event in _replayed(early, events):
-                generated += 1
-                step = None
-                if logprobs is not None:
-                    step = convert.LegacyLogprobs(logprobs[index].at)
-                    step.add_generated(event.token, event.top_tokens)
-                    logprobs[index].at = step.at
-                elif not event.text and event.finish_reason is None:
-                    continue
-                if event.finish_reason is not None:
-                    finished.add(index)
-                chunk = convert.completion_chunk(
-                    model,
-                    request_id,
-                    created,
-                    index=index,
-                    text=event.text,
-                    finish=event.finish_reason,
-                    logprobs=step.json() if step is not None else None,
-                )
-                if tgi_events:
-                    texts[index] += event.text
-                    done = event.finish_reason is not None
-                    chunk |= completion_stream_fields(event, texts[index] if done else None)
-                yield sse.event(chunk)
-        except InfergateError as exc:
-            yield _stream_error(exc, request.url.path)
-            return
-        for index in range(len(requests)):  # `max_tokens: 0`: choices that ended with their prompt
-            if index not in finished:
-                yield sse.event(convert.completion_chunk(model, request_id, created, index=index, finish="length"))
-        if call.include_usage:
-            prompt_tokens = sum(info.input_length for i, info in enumerate(infos) if i % call.n == 0)
-            usage = convert.usage(prompt_tokens, generated)
-            yield sse.event(convert.completion_chunk(model, request_id, created, usage_=usage))
-        yield sse.DONE
-
-    return sse_response(chunks(), _stream_headers(ticket, characters, sum(i.input_length for i in infos[:: call.n])))
+    chunks = stream.completion_chunks(
+        call, model, request_id, int(time.time()), infos, _replayed(early, events), tgi_events=tgi_events
+    )
+    prompt_tokens = sum(i.input_length for i in infos[:: call.n])
+    return sse_response(_framed(chunks, request.url.path), _stream_headers(ticket, call.characters, prompt_tokens))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from infergate import __version__
@@ -35,6 +35,7 @@ __all__ = [
     "parse_chat",
     "parse_completion",
     "prompt_text",
+    "seeded",
     "usage",
 ]
 
@@ -50,12 +51,16 @@ Prompt = str | tuple[int, ...]
 
 @dataclass(frozen=True, slots=True)
 class ChatCall:
+    """A parsed chat call: the core requests (one per choice) and what rendering needs."""
+
     wire: ChatCompletionRequest
     n: int
     stream: bool
     include_usage: bool
     logprobs: bool
     top_logprobs: int
+    requests: tuple[GenerationRequest, ...]
+    characters: int  # of the messages' content, for x-compute-characters
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,12 +73,9 @@ class CompletionCall:
     echo: bool
     logprobs: int | None
     max_tokens: int
-
-    @property
-    def prompt_details(self) -> bool:
-        """Whether the engine must give the prompt's tokens back: for their logprobs, or for the text of a
-        token-id prompt that is echoed."""
-        return self.echo and (self.logprobs is not None or any(not isinstance(p, str) for p in self.prompts))
+    requests: tuple[GenerationRequest, ...]  # n per prompt, prompt by prompt
+    owners: tuple[int, ...]  # the prompt each request answers
+    characters: int
 
 
 def _require_object(body: Any, example: str) -> dict[str, Any]:
@@ -90,13 +92,26 @@ def parse_chat(body: Any, limits: ModelLimits) -> ChatCall:
     if top and not wire.logprobs:
         raise ValidationError("`top_logprobs` needs `logprobs: true`", param="top_logprobs")
     _check_common(wire, limits)
+    messages = messages_for_template(wire)
+    base = build_request(
+        wire,
+        "",
+        max_tokens=wire.max_completion_tokens or wire.max_tokens,
+        top_n=top,
+        add_special_tokens=bool(wire.add_special_tokens),  # the template has the special tokens (vLLM's default)
+        messages=messages,
+        add_generation_prompt=wire.add_generation_prompt is not False,
+    )
+    n = wire.n or 1
     return ChatCall(
         wire=wire,
-        n=wire.n or 1,
+        n=n,
         stream=bool(wire.stream),
         include_usage=bool(wire.stream_options and wire.stream_options.include_usage),
         logprobs=bool(wire.logprobs),
         top_logprobs=top,
+        requests=seeded(base, n),
+        characters=sum(len(m["content"]) for m in messages),
     )
 
 
@@ -116,15 +131,42 @@ def parse_completion(body: Any, limits: ModelLimits, max_prompts: int = 4) -> Co
             "max_tokens",
         )
     _check_common(wire, limits)
+    n = wire.n or 1
+    echo = bool(wire.echo)
+    prompt_details = echo and (wire.logprobs is not None or any(not isinstance(p, str) for p in prompts))
+    requests: list[GenerationRequest] = []
+    for prompt in prompts:
+        base = build_request(
+            wire,
+            prompt,
+            max_tokens=max_tokens,
+            top_n=wire.logprobs or 0,
+            add_special_tokens=wire.add_special_tokens is not False,
+            prefill_details=prompt_details,
+            suffix=wire.suffix,
+        )
+        requests += seeded(base, n)
     return CompletionCall(
         wire=wire,
         prompts=prompts,
-        n=wire.n or 1,
+        n=n,
         stream=bool(wire.stream),
         include_usage=bool(wire.stream_options and wire.stream_options.include_usage),
-        echo=bool(wire.echo),
+        echo=echo,
         logprobs=wire.logprobs,
         max_tokens=max_tokens,
+        requests=tuple(requests),
+        owners=tuple(i for i in range(len(prompts)) for _ in range(n)),
+        characters=sum(len(p) if isinstance(p, str) else 0 for p in prompts),
+    )
+
+
+def seeded(base: GenerationRequest, n: int) -> tuple[GenerationRequest, ...]:
+    """n choices; with a seed, choice i uses seed+i so that choices differ but stay reproducible."""
+    seed = base.sampling.seed
+    return tuple(
+        base if seed is None or i == 0 else replace(base, sampling=replace(base.sampling, seed=seed + i))
+        for i in range(n)
     )
 
 
@@ -176,6 +218,7 @@ def build_request(
     prefill_details: bool = False,
     messages: list[dict[str, Any]] | None = None,
     add_generation_prompt: bool = True,
+    suffix: str | None = None,
 ) -> GenerationRequest:
     """The core request for one choice. ``max_tokens=None``: up to the engine's default cap. A chat passes its
     ``messages`` too, for engines that apply their own template."""
@@ -211,6 +254,7 @@ def build_request(
         add_special_tokens=add_special_tokens,
         messages=tuple(messages) if messages is not None else None,
         add_generation_prompt=add_generation_prompt,
+        suffix=suffix,
     )
 
 
