@@ -115,7 +115,6 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
                 max_active=settings.engine.max_active,
                 max_waiting=settings.engine.max_waiting,
                 threads=settings.engine.threads,
-                default_max_tokens=settings.engine.default_max_tokens,
                 max_total_tokens=spec.max_total_tokens,
                 dtype=settings_entry[spec.id].dtype,
                 infill_format=settings_entry[spec.id].infill,

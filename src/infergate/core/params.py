@@ -29,9 +29,11 @@ class SamplingParams:
 
 @dataclass(frozen=True, slots=True)
 class StoppingParams:
-    """When a sequence ends. ``max_new_tokens=None`` means: up to the model's context length."""
+    """When a sequence ends. ``max_new_tokens=None``: the caller named none, and the gateway applies the server's
+    default (`engine.default_max_tokens`, within the tier's cap); an engine called directly with None generates
+    up to the model's context length. The protocols apply their own defaults (TGI's 20, OpenAI completions' 16)."""
 
-    max_new_tokens: int | None = 20
+    max_new_tokens: int | None = None
     stop: tuple[str, ...] = field(default_factory=tuple)
     # TGI keeps the stop sequence in the text; OpenAI leaves it out.
     include_stop_in_output: bool = True

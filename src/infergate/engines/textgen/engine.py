@@ -71,7 +71,6 @@ class TextGenEngine:
         max_active: int = 16,
         max_waiting: int = 64,
         threads: int | None = None,
-        default_max_tokens: int = 1024,
         max_total_tokens: int | None = None,
         dtype: str = "auto",
         kv_cache_mb: int = 512,
@@ -91,7 +90,6 @@ class TextGenEngine:
         self._max_active = max_active
         self._max_waiting = max_waiting
         self._threads = threads
-        self._default_max_tokens = default_max_tokens
         self._max_total_override = max_total_tokens
         self._dtype = dtype
         self._kv_cache_bytes = kv_cache_mb * 1024 * 1024
@@ -309,7 +307,7 @@ class TextGenEngine:
                 f"`inputs` must have less than {limits.max_input_tokens} tokens. Given: {len(ids)}", param="inputs"
             )
         if wanted is None:
-            return ids, min(self._default_max_tokens, limits.max_total_tokens - len(ids))
+            return ids, limits.max_total_tokens - len(ids)  # the gateway sets the server's default before this
         return ids, wanted
 
     # -- the step loop (engine thread) -------------------------------------------------------------------
