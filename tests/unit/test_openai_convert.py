@@ -180,7 +180,7 @@ def test_max_tokens_zero_needs_echo() -> None:
 def test_prompt_details_only_when_the_prompt_comes_back() -> None:
     assert not completion(logprobs=1).requests[0].prefill_details
     assert not completion(echo=True).requests[0].prefill_details  # the text prompt itself is echoed
-    assert completion(echo=True, prompt=[1, 2]).requests[0].prefill_details  # token ids: their text comes from the engine
+    assert completion(echo=True, prompt=[1, 2]).requests[0].prefill_details  # token ids: text from the engine
 
 
 def test_unknown_fields_are_refused_naming_them() -> None:
