@@ -22,6 +22,14 @@ catalog entry, on loopback. Three measures, each in the same run as its own base
    rendezvous hashing); the engines' caches are reset before each run by an unrelated prompt sent to each.
 
     .venv/bin/python bench/remote.py [--direct-n 100] [--kill-s 20] [--affinity-requests 40] [--json]
+    .venv/bin/python bench/remote.py --phases 2,3 --probe-interval-s 3600   # failures alone eject replicas
+
+`--probe-interval-s` is the gateways' `[remote] probe_interval_s` (0.5 s, as in issue 12's example). A gateway
+probes each replica with GET /v1/models (1 s timeout), which llama-cpp-python's server answers only once the
+generations queued before it are done; a long interval leaves ejections to failed requests (connection refused,
+reset) and separates what the probe does under load from what a kill does. Retries counted in phase 2 are the
+gateways' `infergate_replica_retries_total` (failovers before a first token); a whole answer cut mid-way is run
+once more by the gateway and not counted there.
 
 Starts every process itself (engines on free loopback ports, gateways with their own data directories) and
 stops them all, also on failure. Needs Redis on 127.0.0.1:6379 for phase 2 (`--phases 1,3` skips it).
@@ -432,7 +440,7 @@ def phase_kill(
             ["requests in flight at the kill (client side)", str(result["in_flight_at_kill"])],
             ["attempts sent to A / B (both gateways)", f"{metrics['requests_a']:.0f} / {metrics['requests_b']:.0f}"],
             ["retries onto A / B (both gateways)", f"{metrics['retries_a']:.0f} / {metrics['retries_b']:.0f}"],
-            ["max retries per request", "1 (2 replicas; a request never tries one twice)"],
+            ["max attempts per request (by construction)", "3: 1 failover + 1 re-run of a cut whole answer"],
             [
                 "ejections of A / B (both gateways)",
                 f"{metrics['ejections_a']:.0f} / {metrics['ejections_b']:.0f}",
