@@ -115,6 +115,7 @@ class RemoteEngine:
             timeout=httpx.Timeout(endpoint.read_timeout_s, connect=endpoint.connect_timeout_s),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
+        self._probe_timeout = min(2.0, max(1.0, endpoint.probe_interval_s))
         self._loop_task: asyncio.Task[None] | None = None
         self._stopped = False
 
@@ -417,11 +418,21 @@ class RemoteEngine:
 
     async def _probe(self, replica: Replica) -> None:
         try:
-            response = await self._client.get(replica.url + self._probe_path(), timeout=1.0)
+            response = await self._client.get(replica.url + self._probe_path(), timeout=self._probe_timeout)
             ok, reason = response.status_code == 200, f"health probe: HTTP {response.status_code}"
+        except httpx.TimeoutException as exc:
+            replica.probe_timeouts += 1
+            if replica.load() > 0 or replica.probe_timeouts < 2:
+                # Busy, not dead: llama.cpp's server answers nothing while it generates (one request at a time,
+                # the probe included), and a loaded machine can be slow once. A replica that hangs for real
+                # fails its requests' own read timeout, or two probes in a row when idle.
+                return
+            ok, reason = False, f"health probe: {type(exc).__name__}"
         except httpx.HTTPError as exc:
             ok, reason = False, f"health probe: {type(exc).__name__}"
         replica.healthy_probe = ok
+        if ok:
+            replica.probe_timeouts = 0
         now = time.monotonic()
         if ok and now < replica.ejected_until:
             log.info("model %s: replica %s answers again", self.model_id, replica.url)

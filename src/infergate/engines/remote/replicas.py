@@ -37,6 +37,7 @@ class Replica:
     cooling_until: float = 0.0  # after a 429/503: no requests until then, but not a failure
     last_error: str | None = None
     healthy_probe: bool = True
+    probe_timeouts: int = 0  # in a row
     # Counters for /metrics.
     requests: int = 0
     errors: int = 0
