@@ -4,14 +4,14 @@ catalog entry, on loopback. Three measures, each in the same run as its own base
 
 1. Added latency. One engine, one gateway in front of it. The same tiny completion (`max_tokens: 1`, greedy,
    the same short prompt, so llama.cpp's one-prompt prefix cache keeps the engine's part small and steady) sent
-   alternately straight to the engine and through the gateway, one at a time, one persistent connection per
-   target. The paired difference (gateway_i - direct_i) is what the gateway adds: parsing, admission, the
-   streamed upstream call and re-rendering the answer. Target: <= 2 ms at p50 (LiteLLM publishes 2 ms p50,
-   8 ms p95).
+   in turn straight to the engine, straight to the engine streamed (what the gateway itself sends upstream)
+   and through the gateway, one at a time, one persistent connection per target. The paired difference
+   (gateway_i - direct_i) is what the gateway adds: parsing, admission, the streamed upstream call and
+   re-rendering the answer. Target: <= 2 ms at p50 (LiteLLM publishes 2 ms p50, 8 ms p95).
 2. A replica dies under load. Two engines, two gateway processes sharing replica state through Redis (a
    namespace of their own, deleted after), 3 clients per gateway sending short non-streamed generations; one
-   engine is SIGKILLed a few seconds in. Counted: requests that failed (the gateway may move a request to the
-   other replica only before its first token), retries (attempts moved to the other replica), and for each
+   engine is SIGKILLed a few seconds in. Counted: requests that failed (the gateway moves an attempt to the
+   other replica before its first token, and runs a whole answer cut mid-way once more), retries, and for each
    gateway how long after the kill its /v1/models first shows the dead replica `ejected` (polled every 20 ms).
    Target: no lost non-streamed request, every gateway ejects within 1 s.
 3. Prefix affinity. Two engines, one gateway; 4 tenants, each with its own ~1,500-character system prompt and
@@ -23,11 +23,12 @@ catalog entry, on loopback. Three measures, each in the same run as its own base
 
     .venv/bin/python bench/remote.py [--direct-n 100] [--kill-s 20] [--affinity-requests 40] [--json]
     .venv/bin/python bench/remote.py --phases 2,3 --probe-interval-s 3600   # failures alone eject replicas
+    .venv/bin/python bench/remote.py --phases 3 --affinity-slack 0          # affinity only onto an idle replica
 
 `--probe-interval-s` is the gateways' `[remote] probe_interval_s` (0.5 s, as in issue 12's example). A gateway
-probes each replica with GET /v1/models (1 s timeout), which llama-cpp-python's server answers only once the
-generations queued before it are done; a long interval leaves ejections to failed requests (connection refused,
-reset) and separates what the probe does under load from what a kill does. Retries counted in phase 2 are the
+probes each replica with GET /v1/models, which llama-cpp-python's server answers only once the generations
+queued before it are done; a long interval leaves ejections to failed requests (connection refused, reset) and
+separates what the probe does under load from what a kill does. Retries counted in phase 2 are the
 gateways' `infergate_replica_retries_total` (failovers before a first token); a whole answer cut mid-way is run
 once more by the gateway and not counted there.
 
@@ -73,7 +74,9 @@ WORDS = (
 ).split()
 
 
-def gateway_config(urls: list[str], probe_interval_s: float, affinity_chars: int = 0, top: str = "") -> str:
+def gateway_config(
+    urls: list[str], probe_interval_s: float, affinity_chars: int = 0, top: str = "", affinity_slack: int | None = None
+) -> str:
     """The catalog entry of issue 12: the packaged model's id served by ``urls`` over the OpenAI protocol; open
     anonymous limits and no result cache (every request must reach an engine)."""
     remote = ", ".join(f'"{u}"' for u in urls)
@@ -88,6 +91,7 @@ protocol = "openai"
 probe_interval_s = {probe_interval_s}
 eject_s = 5.0
 affinity_chars = {affinity_chars}
+{"" if affinity_slack is None else f"affinity_slack = {affinity_slack}"}
 
 [cache]
 enabled = false
@@ -102,7 +106,7 @@ max_new_tokens = 8192
 
 @dataclass
 class Llama:
-    """llama.cpp's server, started as the brief of issue 12 says (no --logits_all: prompts are evaluated for
+    """llama.cpp's server, started as issue 12 says (no --logits_all: prompts are evaluated for
     their last token's logits only, as a production engine would be)."""
 
     log_path: Path
@@ -479,10 +483,14 @@ def _affinity_run(
     work: list[tuple[int, str]],
     concurrency: int,
     probe_interval_s: float,
+    affinity_slack: int | None,
 ) -> dict[str, Any]:
     sub = Processes(work_dir)
     try:
-        (gateway,) = sub.gateways([gateway_config([e.url for e in engines], probe_interval_s, affinity_chars)])
+        urls = [e.url for e in engines]
+        (gateway,) = sub.gateways(
+            [gateway_config(urls, probe_interval_s, affinity_chars, affinity_slack=affinity_slack)]
+        )
         for e in engines:  # reset each engine's one-prompt cache to something no tenant shares
             httpx.post(f"{e.url}/v1/completions", timeout=60,
                        json={"model": MODEL_ID, "prompt": f"Reset {uuid.uuid4().hex}", "max_tokens": 1})  # fmt: skip
@@ -555,13 +563,22 @@ def _affinity_run(
 
 
 def phase_affinity(
-    procs: Processes, requests: int, tenants: int, concurrency: int, seed: int, probe_interval_s: float
+    procs: Processes,
+    requests: int,
+    tenants: int,
+    concurrency: int,
+    seed: int,
+    probe_interval_s: float,
+    affinity_slack: int | None = None,
 ) -> dict[str, Any]:
     from infergate.engines.remote.replicas import ReplicaSet
 
     engines = procs.llamas(2)
     work = _workload(requests, tenants, seed)
-    runs = [_affinity_run(procs.work, engines, chars, work, concurrency, probe_interval_s) for chars in (0, 200)]
+    runs = [
+        _affinity_run(procs.work, engines, chars, work, concurrency, probe_interval_s, affinity_slack)
+        for chars in (0, 200)
+    ]
     # Which replica each tenant's prefix hashes to (every gateway computes the same).
     chooser = ReplicaSet([e.url for e in engines], eject_s=5.0, affinity_chars=200)
     homes = {}
@@ -575,6 +592,7 @@ def phase_affinity(
         "tenants": tenants,
         "concurrency": concurrency,
         "probe_interval_s": probe_interval_s,
+        "affinity_slack": affinity_slack,
         "off": off,
         "on": on,
         "tenant_homes": "".join(homes[t] for t in sorted(homes)),
@@ -583,7 +601,8 @@ def phase_affinity(
         "mean_ratio_off_over_on": off["ttft_mean_ms"] / on["ttft_mean_ms"],
     }
     rows = []
-    for label, run in (("affinity off (power of two choices)", off), ("affinity_chars = 200", on)):
+    slack = "" if affinity_slack is None else f", affinity_slack = {affinity_slack}"
+    for label, run in (("affinity off (power of two choices)", off), (f"affinity_chars = 200{slack}", on)):
         rows.append([
             label, f"{run['ttft_p50_ms']:.0f}", f"{run['ttft_p90_ms']:.0f}", f"{run['ttft_mean_ms']:.0f}",
             f"{run['prefix_hits_over_200_tokens']}", "/".join(f"{n:.0f}" for n in run["per_replica"]),
@@ -615,6 +634,9 @@ def main() -> int:
     parser.add_argument("--affinity-requests", type=int, default=40, help="phase 3")
     parser.add_argument("--tenants", type=int, default=4, help="phase 3")
     parser.add_argument("--concurrency", type=int, default=2, help="phase 3: client threads")
+    parser.add_argument(
+        "--affinity-slack", type=int, default=None, help="phase 3: [remote] affinity_slack (default: the gateway's, 4)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="phase 3: the order of the requests")
     parser.add_argument("--probe-interval-s", type=float, default=0.5, help="the gateways' [remote] probe_interval_s")
     parser.add_argument("--json", action="store_true")
@@ -637,7 +659,13 @@ def main() -> int:
                 )
             elif phase == 3:
                 results["prefix_affinity"] = phase_affinity(
-                    procs, args.affinity_requests, args.tenants, args.concurrency, args.seed, args.probe_interval_s
+                    procs,
+                    args.affinity_requests,
+                    args.tenants,
+                    args.concurrency,
+                    args.seed,
+                    args.probe_interval_s,
+                    args.affinity_slack,
                 )
         finally:
             procs.stop_all()

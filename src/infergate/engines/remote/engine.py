@@ -417,6 +417,10 @@ class RemoteEngine:
         return "/health" if self.endpoint.protocol == "tgi" else "/v1/models"
 
     async def _probe(self, replica: Replica) -> None:
+        if replica.load() > 0 and time.monotonic() >= replica.ejected_until:
+            # Its requests are the probe: a failure among them ejects it. And llama.cpp's server, busy, would
+            # hold the probe until its queue drains (a probe that gives up there once stalled it for seconds).
+            return
         try:
             response = await self._client.get(replica.url + self._probe_path(), timeout=self._probe_timeout)
             ok, reason = response.status_code == 200, f"health probe: HTTP {response.status_code}"
