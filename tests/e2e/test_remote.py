@@ -328,3 +328,26 @@ protocol = "infergate"
         assert scores[0] > scores[1]
     finally:
         srv.stop()
+
+
+def test_plain_tgi_protocol_with_the_key_from_the_named_variable(tmp_path: Path, engine_node: Server) -> None:
+    """`protocol = "tgi"` (TGI's routes at the root, as TGI serves them), its key from `api_key_env`; a replica
+    that refuses the key is ejected and the 503 says which setting to check."""
+    config = gateway_config([engine_node.base_url], protocol="tgi") + 'api_key_env = "ENGINE_KEY"\n'
+    srv = start_gateway(tmp_path / "gw", config, env={"ENGINE_KEY": SERVICE_TOKEN})
+    try:
+        srv.wait_healthy(60)
+        body = {"inputs": PROMPT, "parameters": {"max_new_tokens": 5}}
+        auth = {"authorization": f"Bearer {SERVICE_TOKEN}"}
+        direct = httpx.post(f"{engine_node.base_url}/generate", json=body, headers=auth, timeout=60).json()
+        client = InferenceClient(model=srv.model_url)  # held: a collected client closes its streams
+        streamed = "".join(client.text_generation(PROMPT, max_new_tokens=5, stream=True))
+        assert streamed == direct["generated_text"]
+    finally:
+        srv.stop()
+    wrong = start_gateway(tmp_path / "gw-wrong", config, env={"ENGINE_KEY": "not-the-token"})
+    try:
+        refused = httpx.post(wrong.model_url, json=body, timeout=30)
+        assert refused.status_code == 503 and "api_key_env" in refused.json()["error"], refused.text
+    finally:
+        wrong.stop()
