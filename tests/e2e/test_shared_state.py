@@ -63,8 +63,13 @@ def pair(tmp_path_factory: pytest.TempPathFactory, database: str, namespace: str
 
 
 def test_two_gateways_share_accounts_limits_cache_and_usage(pair: tuple[Server, Server], database: str) -> None:
-    a, b = pair
-    token = new_user_token(a, "pat", "free")
+    _share_limits_cache_and_usage(*pair, user="pat", computed_on="cpu")
+
+
+def _share_limits_cache_and_usage(a: Server, b: Server, user: str, computed_on: str) -> None:
+    """A free user's limit of 6 holds exactly across both gateways, an answer computed on A is a cache hit on B,
+    and every request's usage row lands in the shared database."""
+    token = new_user_token(a, user, "free")
     headers = {"Authorization": f"Bearer {token}"}
     # The user made through one gateway's database works on the other: they share PostgreSQL.
     urls = [s.model_url for s in (a, b)] * 6
@@ -80,14 +85,14 @@ def test_two_gateways_share_accounts_limits_cache_and_usage(pair: tuple[Server, 
     # Their cache is shared too: an anonymous answer computed on A is a hit on B.
     first = httpx.post(a.model_url, json=BODY, timeout=60)
     second = httpx.post(b.model_url, json=BODY, timeout=60)
-    assert first.headers["x-compute-type"] == "cpu"
+    assert first.headers["x-compute-type"] == computed_on
     assert second.headers["x-compute-type"] == "cache"
     assert second.json() == first.json()
     # Usage lands in PostgreSQL (written in batches, within a couple of seconds).
     deadline = time.monotonic() + 10
     while True:
-        table = run_cli(a, "usage", "pat").stdout
-        row = next((line.split() for line in table.splitlines()[1:] if line.startswith("pat")), None)
+        table = run_cli(a, "usage", user).stdout
+        row = next((line.split() for line in table.splitlines()[1:] if line.startswith(user)), None)
         if row is not None and row[2] == "12":
             break
         assert time.monotonic() < deadline, table
@@ -182,29 +187,7 @@ def test_two_gateways_in_front_of_a_remote_engine_share_limits_cache_usage_and_e
     remote_pair: tuple[Server, Server, LlamaServer],
 ) -> None:
     a, b, engine = remote_pair
-    token = new_user_token(a, "remote-pat", "free")
-    headers = {"Authorization": f"Bearer {token}"}
-    urls = [s.model_url for s in (a, b)] * 6
-    bodies = [{"inputs": f"Question {i}:", "parameters": {"max_new_tokens": 2}} for i in range(12)]
-    with ThreadPoolExecutor(12) as pool:
-        responses = list(
-            pool.map(
-                lambda ub: httpx.post(ub[0], json=ub[1], headers=headers, timeout=120), zip(urls, bodies, strict=True)
-            )
-        )
-    assert sorted(r.status_code for r in responses) == [200] * 6 + [429] * 6
-    first = httpx.post(a.model_url, json=BODY, timeout=60)
-    second = httpx.post(b.model_url, json=BODY, timeout=60)
-    assert first.headers["x-compute-type"] == "remote"
-    assert second.headers["x-compute-type"] == "cache" and second.json() == first.json()
-    deadline = time.monotonic() + 10
-    while True:
-        table = run_cli(a, "usage", "remote-pat").stdout
-        row = next((line.split() for line in table.splitlines()[1:] if line.startswith("remote-pat")), None)
-        if row is not None and row[2] == "12":
-            break
-        assert time.monotonic() < deadline, table
-        time.sleep(0.5)
+    _share_limits_cache_and_usage(a, b, user="remote-pat", computed_on="remote")
     # The engine dies; A finds out on its next request (B's own probe is 30 s away) and B sees it through Redis.
     assert _replica_state(b) == "up"
     engine.kill()
