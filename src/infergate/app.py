@@ -121,6 +121,7 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
                 runner=settings_entry[spec.id].runner,
                 kv_cache_mb=settings.engine.kv_cache_mb,
                 prefill_chunk=settings.engine.prefill_chunk,
+                prefix_cache_mb=settings.engine.prefix_cache_mb,
                 pool=pool,
             )
         else:

@@ -75,6 +75,10 @@ class EngineSettings(_Strict):
     # Prompt tokens run per step while other sequences decode: a long prompt is split into chunks this big,
     # so it delays the running batch by one chunk's forward, not the whole prompt's.
     prefill_chunk: int = Field(128, ge=1)
+    # Per chat model: the KV caches of finished requests, kept by their tokens, so that a prompt that starts the
+    # same way (a shared system prompt, the next turn of a conversation) computes only the rest. Least recently
+    # used entries go first past this size; 0 turns the prefix cache off.
+    prefix_cache_mb: int = Field(256, ge=0)
     # Memory for all loaded models together (weights, plus each chat model's KV cache budget). Past it, the
     # least recently used idle models are unloaded (they load again on their next request). None: no limit.
     model_memory_mb: int | None = Field(None, ge=1)

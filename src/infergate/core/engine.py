@@ -16,6 +16,7 @@ __all__ = [
     "ImageGenerator",
     "ModelEngine",
     "ModelLimits",
+    "PrefixCacheStats",
     "PipelineRunner",
     "Replicated",
     "ReplicaStatus",
@@ -33,11 +34,25 @@ class EngineState:
     estimated_time: float = 0.0
 
 
+@dataclass(slots=True)
+class PrefixCacheStats:
+    """A text generation engine's prefix cache, as /metrics shows it (counters since the engine started)."""
+
+    lookups: int = 0  # sequences that looked for a computed prefix
+    hits: int = 0  # ... and started from one
+    queried_tokens: int = 0  # prompt tokens they could have reused
+    hit_tokens: int = 0  # prompt tokens they did reuse
+    evictions: int = 0  # entries dropped for room
+    entries: int = 0
+    bytes: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class EngineStats:
     active: int
     waiting: int
     cached_tokens: int = 0  # positions the running sequences hold in the KV cache
+    prefix: PrefixCacheStats | None = None  # None: the engine has no prefix cache
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,13 +50,15 @@ class PromptInfo:
     With ``prefill_details``: ``prefill`` has each prompt token (its text decoded alone, as TGI shows it; the
     first one's logprob is None), ``prefill_pieces`` the text each token adds to the prompt's decoded text (they
     join into that text exactly, a character split across tokens going to the token that completes it), and
-    ``prefill_top`` each token's most likely alternatives (``top_n_tokens`` of them; none for the first)."""
+    ``prefill_top`` each token's most likely alternatives (``top_n_tokens`` of them; none for the first).
+    ``cached_tokens``: how many prompt tokens came computed from the prefix cache (None: the engine does not say)."""
 
     input_length: int
     seed: int | None
     prefill: tuple[Token, ...] = ()
     prefill_pieces: tuple[str, ...] = ()
     prefill_top: tuple[tuple[Token, ...], ...] = ()
+    cached_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ class GenerationResult:
     prefill: tuple[Token, ...] = ()
     prefill_pieces: tuple[str, ...] = ()
     prefill_top: tuple[tuple[Token, ...], ...] = ()
+    cached_tokens: int | None = None
 
     @property
     def generated_tokens(self) -> int:
@@ -110,6 +113,7 @@ async def collect(events: AsyncIterator[PromptInfo | StepEvent]) -> GenerationRe
                 prefill=event.prefill,
                 prefill_pieces=event.prefill_pieces,
                 prefill_top=event.prefill_top,
+                cached_tokens=event.cached_tokens,
             )
             continue
         assert result is not None, "engines send PromptInfo first"

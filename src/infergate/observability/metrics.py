@@ -31,7 +31,41 @@ def render_metrics(engines: Mapping[str, ModelEngine]) -> tuple[bytes, str]:
         cached.labels(model_id).set(stats.cached_tokens)
         ready.labels(model_id).set(1 if engine.state().status == "ready" else 0)
     registry.register(_ReplicaCollector(engines))
+    registry.register(_PrefixCacheCollector(engines))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _PrefixCacheCollector(Collector):
+    """Each chat model's prefix cache (vLLM counts queried and hit tokens the same way)."""
+
+    def __init__(self, engines: Mapping[str, ModelEngine]) -> None:
+        self._engines = engines
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        name = "infergate_prefix_cache_"
+        counters = {
+            "lookups": CounterMetricFamily(name + "lookups", "Prompts looked up", labels=["model"]),
+            "hits": CounterMetricFamily(name + "hits", "Prompts that started from a cached prefix", labels=["model"]),
+            "queried_tokens": CounterMetricFamily(name + "queried_tokens", "Prompt tokens looked up", labels=["model"]),
+            "hit_tokens": CounterMetricFamily(name + "hit_tokens", "Prompt tokens found computed", labels=["model"]),
+            "evictions": CounterMetricFamily(name + "evictions", "Entries dropped for room", labels=["model"]),
+        }
+        rate = GaugeMetricFamily(name + "hit_rate", "Hit tokens over queried tokens, since start", labels=["model"])
+        held = GaugeMetricFamily(name + "bytes", "Bytes the prefix cache holds", labels=["model"])
+        entries = GaugeMetricFamily(name + "entries", "Prefixes the cache holds", labels=["model"])
+        for model_id, engine in self._engines.items():
+            stats = engine.stats().prefix
+            if stats is None:
+                continue
+            for key, family in counters.items():
+                family.add_metric([model_id], getattr(stats, key))
+            rate.add_metric([model_id], stats.hit_tokens / stats.queried_tokens if stats.queried_tokens else 0.0)
+            held.add_metric([model_id], stats.bytes)
+            entries.add_metric([model_id], stats.entries)
+        yield from counters.values()
+        yield rate
+        yield held
+        yield entries
 
 
 class _ReplicaCollector(Collector):

@@ -7,6 +7,17 @@ prompt never stalls the others for long), then one decode step for every other s
 forward. A finished, failed or abandoned sequence leaves at the next iteration and its cache row is reused.
 When running sequences outgrow the cache budget, the newest lowest-priority one is preempted: it gives its
 row back, waits at the head of its priority, and recomputes its tokens when readmitted.
+
+Prefix reuse. A sequence about to compute its prompt from the start first looks for those tokens already
+computed: in the prefix cache (``prefix.py``: what sequences that left had computed) or in another running
+sequence's row, and starts from a copy of the longest such prefix. A sequence whose prompt an older one is
+computing right now waits for it rather than computing the same tokens beside it, so 16 requests with one
+system prompt compute it once. Only positions computed as prompt chunks are reused, cut at a multiple of the
+runner's ``exact_step``: the rest is then computed exactly as without the copy, and the output does not change.
+An answer is generated a token at a time, which the runners compute slightly differently from a prompt; so when
+a sequence finishes, its tokens are queued to be computed once more as a prompt ("warming", when rows are free
+and no request waits; a request that needs the row ends it), and the next turn of the conversation finds its
+whole history computed exactly.
 """
 
 from __future__ import annotations
@@ -16,7 +27,9 @@ import heapq
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Iterable
+from dataclasses import replace
 from typing import Any
 
 from infergate.core.engine import EngineState, EngineStats, ModelLimits, TokenSpan
@@ -28,6 +41,7 @@ from infergate.core.errors import (
     ValidationError,
 )
 from infergate.core.outputs import PromptInfo, StepEvent
+from infergate.core.params import StoppingParams
 from infergate.core.requests import GenerationRequest
 from infergate.core.tasks import TEXT_GENERATION
 from infergate.engines.lifecycle import ModelLoad
@@ -35,6 +49,7 @@ from infergate.engines.memory import return_freed_memory
 from infergate.engines.pool import ModelPool
 from infergate.engines.textgen import infill
 from infergate.engines.textgen.choice import RunnerLoader, choose_runner, runner_loader
+from infergate.engines.textgen.prefix import BLOCK, Entry, PrefixCache, block_hashes, common_prefix
 from infergate.engines.textgen.rows import ModelRunner, RowInput
 from infergate.engines.textgen.sequence import Outbox, Sequence, Vocabulary
 
@@ -75,6 +90,7 @@ class TextGenEngine:
         dtype: str = "auto",
         kv_cache_mb: int = 512,
         prefill_chunk: int = 128,
+        prefix_cache_mb: int = 256,
         loader: RunnerLoader | None = None,
         pool: ModelPool | None = None,
         infill_format: str = "auto",
@@ -94,6 +110,7 @@ class TextGenEngine:
         self._dtype = dtype
         self._kv_cache_bytes = kv_cache_mb * 1024 * 1024
         self._prefill_chunk = prefill_chunk
+        self._prefix = PrefixCache(prefix_cache_mb * 1024 * 1024)
         self._loader = loader or runner_loader(self.runner)
         self._life = ModelLoad(model_id, source, self._load, _DEFAULT_LOAD_ESTIMATE_S, pool, self)
         self._runner: ModelRunner | None = None
@@ -106,6 +123,7 @@ class TextGenEngine:
         self._cond = threading.Condition()
         self._waiting: list[tuple[int, int, Sequence]] = []  # heap of (-priority, order, seq)
         self._rows: list[Sequence] = []  # admitted sequences; index = cache row
+        self._warming: deque[Sequence] = deque(maxlen=max_active)  # finished answers to compute again as prompts
         self._stopping = False
         self._cached_tokens = 0  # for the metrics, counted on the engine's thread after each step
         self._outbox = Outbox()  # filled and flushed by the step loop only
@@ -137,13 +155,15 @@ class TextGenEngine:
             if self._runner is not None:
                 self._runner.close()
             self._runner = self._vocab = None
+            self._prefix.clear()
+            self._warming.clear()
             self._life.unloaded(reason)
         return_freed_memory()
 
     def memory_bytes(self) -> int:
         """The weights, plus the KV cache budget the sequences may fill."""
         runner = self._runner
-        return runner.weight_bytes() + self._kv_cache_bytes if runner is not None else 0
+        return runner.weight_bytes() + self._kv_cache_bytes + self._prefix.stats.bytes if runner is not None else 0
 
     def _load(self) -> str:
         runner = self._loader(self.source, self._threads, self._dtype, self._max_active, self._kv_cache_bytes)
@@ -180,6 +200,7 @@ class TextGenEngine:
             eos_ids=frozenset(eos_ids),
         )
         self.compute_type = "gpu" if runner.device == "cuda" else "cpu"
+        self._prefix.clear()  # saved caches of another load mean nothing to this one
         self._runner = runner
 
     # -- queries -----------------------------------------------------------------------------------------
@@ -187,7 +208,12 @@ class TextGenEngine:
         return self._life.state()
 
     def stats(self) -> EngineStats:
-        return EngineStats(active=len(self._rows), waiting=len(self._waiting), cached_tokens=self._cached_tokens)
+        return EngineStats(
+            active=len(self._rows),
+            waiting=len(self._waiting),
+            cached_tokens=self._cached_tokens,
+            prefix=replace(self._prefix.stats),
+        )
 
     def limits(self) -> ModelLimits:
         return self._limits
@@ -314,11 +340,15 @@ class TextGenEngine:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._stopping and not self._rows and not (self._waiting and self._life.ready.is_set()):
+                while not self._stopping and not self._rows:
+                    if (self._waiting or self._warming) and self._life.ready.is_set():
+                        break
                     self._cond.wait()
                 if self._stopping:
                     break
-                self._remove(s for s in self._rows if s.cancelled)
+                gone = [s for s in self._rows if s.cancelled]
+                self._keep(gone)
+                self._remove(gone)
                 self._admit()
             if self._runner is not None and self._runner.mixed_batches:
                 self._run(self._mixed_step)
@@ -331,6 +361,7 @@ class TextGenEngine:
             leftover = [s for _, _, s in self._waiting] + self._rows
             self._waiting.clear()
             self._rows.clear()
+            self._warming.clear()
         for seq in leftover:
             seq.post(ShuttingDownError())
         self._outbox.flush()
@@ -351,7 +382,10 @@ class TextGenEngine:
             self._outbox.flush()
 
     def _admit(self) -> None:
-        """Move waiting sequences into free rows, best first, while the cache budget has room (lock held)."""
+        """Move waiting sequences into free rows, best first, while the cache budget has room (lock held); then
+        answers to warm, if rows are still free. A request never waits for a row behind a warming sequence."""
+        if self._waiting and len(self._rows) >= self._max_active:
+            self._remove([s for s in self._rows if s.warm])
         while self._waiting and len(self._rows) < self._max_active:
             seq = self._waiting[0][2]
             if seq.cancelled:
@@ -360,6 +394,13 @@ class TextGenEngine:
             if self._rows and not self._fits(len(self._rows) + 1, len(seq.tokens) + 1):
                 return
             heapq.heappop(self._waiting)
+            seq.row = len(self._rows)
+            self._rows.append(seq)
+        while self._warming and not self._waiting and len(self._rows) < self._max_active:
+            seq = self._warming[0]
+            if self._rows and not self._fits(len(self._rows) + 1, len(seq.tokens) + 1):
+                return
+            self._warming.popleft()
             seq.row = len(self._rows)
             self._rows.append(seq)
 
@@ -400,7 +441,7 @@ class TextGenEngine:
         if dropped and self._rows:
             log.info("KV cache reshaped on %s: recomputing %d sequences", self.model_id, len(self._rows))
             for seq in self._rows:
-                seq.cached = 0
+                seq.cached = seq.exact = 0
                 seq.forget_prompt_logprobs()
         return dropped
 
@@ -422,10 +463,14 @@ class TextGenEngine:
 
     def _preempt(self) -> None:
         """Give the newest lowest-priority sequence's row back; it waits and recomputes later."""
-        victim = min(self._rows, key=lambda s: (s.request.priority, -s.order))
+        victim = min(self._rows, key=lambda s: (not s.warm, s.request.priority, -s.order))
+        if victim.warm:
+            self._remove([victim])
+            return
         log.info("KV cache full on %s: preempting a sequence at %d tokens", self.model_id, len(victim.tokens))
+        self._keep([victim])  # readmitted, it starts from what it had computed
         self._remove([victim])
-        victim.cached = 0
+        victim.cached = victim.exact = 0
         victim.forget_prompt_logprobs()
         with self._cond:
             heapq.heappush(self._waiting, (-victim.request.priority, victim.order, victim))
@@ -452,12 +497,13 @@ class TextGenEngine:
         what else is running (a padded batch of prompts would change the rounding of bfloat16 attention).
         """
         assert self._runner is not None
-        chosen = self._prompt_chunks()
+        chosen, reuse = self._prompt_chunks()
         if not chosen:
             return
         involved += [s for s, _ in chosen]
-        if self._reserve(max(s.cached + n for s, n in chosen)):
+        if self._reserve(max(self._start(s, reuse) + n for s, n in chosen)):
             return
+        self._reuse(reuse)
         finished: list[Sequence] = []
         for seq, n in chosen:
             if seq.row < 0:
@@ -465,7 +511,7 @@ class TextGenEngine:
             logits = self._runner.forward(seq.row, [self._prompt_row(seq, n)])[0]
             if self._after_prompt_chunk(seq, n, logits):
                 finished.append(seq)
-        self._remove(finished)
+        self._finish(finished)
 
     def _decode_step(self, involved: list[Sequence]) -> None:
         """One token for every sequence that is decoding, in one batched forward."""
@@ -487,18 +533,20 @@ class TextGenEngine:
         for seq in ready:
             inputs[seq.row - first] = RowInput([seq.tokens[-1]], seq.cached)
         outputs = self._runner.forward(first, inputs)
-        self._remove([seq for seq in ready if self._after_token(seq, outputs[seq.row - first])])
+        finished = [seq for seq in ready if self._after_token(seq, outputs[seq.row - first])]
+        self._finish(finished)
 
     def _mixed_step(self, involved: list[Sequence]) -> None:
         """The prompt chunks and every decoding sequence's next token in one forward, for runners whose rows
         are computed the same way in any company (llama.cpp): one pass over the weights instead of several."""
         assert self._runner is not None
-        chosen, ready = self._prompt_chunks(), self._decoding()
+        (chosen, reuse), ready = self._prompt_chunks(), self._decoding()
         if not chosen and not ready:
             return
         involved += [s for s, _ in chosen] + ready
-        if self._reserve(max([s.cached + n for s, n in chosen] + [s.cached + 1 for s in ready])):
+        if self._reserve(max([self._start(s, reuse) + n for s, n in chosen] + [s.cached + 1 for s in ready])):
             return
+        self._reuse(reuse)
         chosen = [(s, n) for s, n in chosen if s.row >= 0]
         ready = [s for s in ready if s.row >= 0]
         rows = [s.row for s, _ in chosen] + [s.row for s in ready]
@@ -511,22 +559,110 @@ class TextGenEngine:
         outputs = self._runner.forward(first, inputs)
         finished = [seq for seq, n in chosen if self._after_prompt_chunk(seq, n, outputs[seq.row - first])]
         finished += [seq for seq in ready if self._after_token(seq, outputs[seq.row - first])]
-        self._remove(finished)
+        self._finish(finished)
 
-    def _prompt_chunks(self) -> list[tuple[Sequence, int]]:
-        """The sequences with prompt tokens to run this step, oldest first, and how many each, within the budget."""
+    def _prompt_chunks(self) -> tuple[list[tuple[Sequence, int]], dict[Sequence, tuple[Entry | Sequence | None, int]]]:
+        """The sequences with prompt tokens to run this step, oldest first, and how many each, within the budget;
+        and for those starting from scratch, where their longest computed prefix is (applied by :meth:`_reuse`
+        once the cache has room; the chunk counts from its end)."""
         chunk = self._prefill_chunk
         budget = chunk
         chosen: list[tuple[Sequence, int]] = []
-        for seq in sorted(self._rows, key=lambda s: s.order):
+        reuse: dict[Sequence, tuple[Entry | Sequence | None, int]] = {}
+        for seq in sorted(self._rows, key=lambda s: (s.warm, s.order)):
             if seq.started and seq.pending == 1:
                 continue  # decoding
-            n = min(seq.pending, chunk - seq.cached % chunk)
+            start = seq.cached
+            if start == 0 and self._prefix.enabled and not seq.wants_prompt_logprobs:
+                source, start, wait = self._find_prefix(seq)
+                if wait:
+                    continue  # an older sequence is computing what this one would: take it from there later
+                reuse[seq] = (source, start)
+            n = min(len(seq.tokens) - start, chunk - start % chunk)
             if chosen and n > budget:
                 break
             chosen.append((seq, n))
             budget -= n
-        return chosen
+        return chosen, reuse
+
+    @staticmethod
+    def _start(seq: Sequence, reuse: dict[Sequence, tuple[Entry | Sequence | None, int]]) -> int:
+        return reuse[seq][1] if seq in reuse else seq.cached
+
+    def _find_prefix(self, seq: Sequence) -> tuple[Entry | Sequence | None, int, bool]:
+        """The longest exactly computed prefix of ``seq``'s tokens (but the last), cut at the runner's exact step:
+        a prefix-cache entry or another row, and its length. The flag says to wait instead: an older sequence is
+        computing, as its own prompt, more of these tokens than can be found now."""
+        assert self._runner is not None
+        step = self._runner.exact_step
+        tokens = seq.tokens[: len(seq.tokens) - 1]  # one token at least runs, for the logits of the next
+        source: Entry | Sequence | None
+        source, found = self._prefix.find(tokens, block_hashes(tokens))
+        coming = 0
+        for other in self._rows:
+            if other is seq:
+                continue
+            shared = common_prefix(other.tokens, tokens)
+            if shared < BLOCK:
+                continue
+            if min(shared, other.exact) > found:
+                source, found = other, min(shared, other.exact)
+            if other.order < seq.order and not other.started:
+                coming = max(coming, min(shared, other.prompt_len))
+        found -= found % step
+        wait = coming - coming % step > max(found, 0) and coming - found >= BLOCK
+        return (source if found else None), found, wait
+
+    def _reuse(self, reuse: dict[Sequence, tuple[Entry | Sequence | None, int]]) -> None:
+        """Start sequences from the prefixes :meth:`_prompt_chunks` found (the cache has room for them now)."""
+        assert self._runner is not None
+        cache = self._runner.cache
+        for seq, (source, length) in reuse.items():
+            if seq.row < 0 or seq.cached:
+                continue
+            done = 0
+            if isinstance(source, Sequence):
+                if source.row >= 0 and source.exact >= length:
+                    cache.copy_row(source.row, seq.row, length)
+                    done = length
+            elif source is not None and source.saved is not None:
+                if cache.load(seq.row, source.saved, length):
+                    self._prefix.touch(source)
+                    done = length
+                else:  # saved in a context of another shape (llama.cpp, after a long request)
+                    self._prefix.forget(source)
+            seq.cached = seq.exact = seq.reused = done
+            if not seq.warm:
+                self._prefix.record(len(seq.tokens) - 1, done)
+
+    def _keep(self, leaving: list[Sequence]) -> None:
+        """Save what leaving sequences computed as prompts into the prefix cache (before their rows are freed)."""
+        assert self._runner is not None
+        if not self._prefix.enabled:
+            return
+        cache = self._runner.cache
+        step = self._runner.exact_step
+        for seq in leaving:
+            length = seq.exact - seq.exact % step
+            if seq.row < 0 or length < BLOCK:
+                continue
+            tokens = seq.tokens[:length]
+            if self._prefix.wants(tokens, length * cache.bytes_per_token):
+                saved, nbytes = cache.save(seq.row, length)
+                self._prefix.insert(tokens, saved, nbytes)
+
+    def _finish(self, finished: list[Sequence]) -> None:
+        """Sequences that ended: keep what they computed, queue their answers to warm, free their rows."""
+        assert self._runner is not None
+        self._keep(finished)
+        step = self._runner.exact_step
+        for seq in finished:
+            if self._prefix.enabled and not seq.warm and seq.generated and len(seq.tokens) // step > seq.exact // step:
+                warm = replace(seq.request, stopping=StoppingParams(max_new_tokens=0), prefill_details=False)
+                self._warming.append(
+                    Sequence(warm, len(seq.tokens), list(seq.tokens), 0, seq.loop, asyncio.Queue(), warm=True)
+                )
+        self._remove(finished)
 
     def _decoding(self) -> list[Sequence]:
         return [s for s in self._rows if s.started and s.pending == 1 and not s.cancelled]
@@ -541,6 +677,8 @@ class TextGenEngine:
         if seq.wants_prompt_logprobs:
             seq.record_prompt_logprobs(seq.cached, logits)
             logits = logits[-1]
+        if seq.exact == seq.cached:
+            seq.exact += n
         seq.cached += n
         if seq.pending:
             return False

@@ -106,12 +106,26 @@ class SlotCache:
 
     def move_row(self, src: int, dst: int, length: int) -> None:
         """Copy a row's first ``length`` positions onto another row (closing a hole)."""
+        self.copy_row(src, dst, length)
+
+    def copy_row(self, src: int, dst: int, length: int) -> None:
         for layer in range(self.layers):
             self.k[layer][dst, :, :length] = self.k[layer][src, :, :length]
             self.v[layer][dst, :, :length] = self.v[layer][src, :, :length]
 
     def release(self, row: int) -> None:
         """Nothing to do: a row's next sequence writes its positions afresh and the mask hides the rest."""
+
+    def save(self, row: int, length: int) -> tuple[Any, int]:
+        """The row's first ``length`` positions, copied out of the cache (on the cache's device)."""
+        saved = [(k[row, :, :length].clone(), v[row, :, :length].clone()) for k, v in zip(self.k, self.v, strict=True)]
+        return saved, length * self.bytes_per_token
+
+    def load(self, row: int, saved: Any, length: int) -> bool:
+        for layer, (k, v) in enumerate(saved):
+            self.k[layer][row, :, :length] = k[:, :length]
+            self.v[layer][row, :, :length] = v[:, :length]
+        return True
 
     @property
     def trash(self) -> int:

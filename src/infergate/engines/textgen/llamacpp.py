@@ -52,6 +52,12 @@ log = logging.getLogger(__name__)
 
 _STREAM_STEP = 256  # llama.cpp's granularity of a sequence's stream, and the idle length
 _BATCH = 512  # tokens per llama_decode call (llama.cpp's default); longer forwards run in pieces
+# A row's tokens go to llama_decode in blocks that start at multiples of this position. llama.cpp computes a token
+# slightly differently depending on which of its sequence's tokens share its llama_decode call (logits moved by
+# up to 0.7 when a prompt was split elsewhere); with fixed blocks, a row that continues a prefix cut at a block
+# boundary gets the very logits of a row that computed it all, so the prefix cache is invisible in the output.
+# 64 costs 4% of prompt speed against 128-token calls (32: 14%), measured in bench/RESULTS.md.
+_BLOCK = 64
 _MAX_SEQS = 256  # llama.cpp's LLAMA_MAX_SEQ
 _BYTES_F16 = 2  # the KV cache's element size (llama.cpp's default, f16)
 _FLASH_ATTN_ENABLED = 1  # llama_flash_attn_type
@@ -178,8 +184,28 @@ class _Cache:
     def move_row(self, src: int, dst: int, length: int) -> None:
         self._runner.move(src, dst)
 
+    def copy_row(self, src: int, dst: int, length: int) -> None:
+        self._runner.copy(src, dst, length)
+
     def release(self, row: int) -> None:
         self._runner.forget(row)
+
+    def save(self, row: int, length: int) -> tuple[Any, int]:
+        return self._runner.save_prefix(row, length)
+
+    def load(self, row: int, saved: Any, length: int) -> bool:
+        return self._runner.load_prefix(row, saved, length)
+
+
+def _pieces(wave: list[tuple[int, int, int, bool]]) -> list[tuple[int, int]]:
+    """Split a wave into llama_decode calls of at most ``_BATCH`` tokens, never inside a row's block."""
+    pieces: list[tuple[int, int]] = []
+    start = 0
+    for k in range(1, len(wave) + 1):
+        if k == len(wave) or (k - start >= _BATCH - _BLOCK and wave[k][0] != wave[k - 1][0]):
+            pieces.append((start, k))
+            start = k
+    return pieces
 
 
 class LlamaCppRunner:
@@ -188,6 +214,7 @@ class LlamaCppRunner:
     min_rows = 1  # llama.cpp computes each row the same way in any batch size: no padding needed
     mixed_batches = True  # ... and beside other sequences' prompt chunks (tested: identical logits)
     length_step = _STREAM_STEP  # the engine's rows grow as llama.cpp's streams do
+    exact_step = _BLOCK
 
     def __init__(self, path: str, threads: int | None, max_rows: int, kv_cache_bytes: int) -> None:
         logs = _backend()
@@ -269,6 +296,9 @@ class LlamaCppRunner:
         # llama.cpp's own default on a CPU ("auto" picks it), set so that it never changes under us: without it,
         # a row's logits change with the number of cells in the batch's view (up to 0.9 here).
         params.flash_attn_type = _FLASH_ATTN_ENABLED
+        # Sliding-window layers keep every position, as the budget counts them: a sequence loaded from the prefix
+        # cache and cut short still has the window its next tokens look back on.
+        params.swa_full = True
         params.no_perf = True
         ctx = lc.llama_init_from_model(self._model, params)
         if not ctx:
@@ -335,6 +365,29 @@ class LlamaCppRunner:
         lc.llama_memory_seq_rm(memory, src, -1, -1)
         self._held.pop(src, None)
 
+    def copy(self, src: int, dst: int, length: int) -> None:
+        """Row ``dst`` starts as row ``src``'s first ``length`` positions (a save and load: 1 ms + 10 ms per 1,000
+        positions here, against llama_memory_seq_cp's whole-stream copy at the next decode, 15-90 ms)."""
+        self._load(dst, self._save(src))
+        self._cut(dst, length)
+
+    def save_prefix(self, seq: int, length: int) -> tuple[Any, int]:
+        self._cut(seq, length)
+        state = self._save(seq)
+        return (self._seqs, state), len(state)
+
+    def load_prefix(self, seq: int, saved: Any, length: int) -> bool:
+        streams, state = saved
+        if streams != self._seqs:  # llama.cpp loads a sequence only into a context with as many streams
+            return False
+        self._load(seq, state)
+        self._cut(seq, length)
+        return True
+
+    def _cut(self, seq: int, length: int) -> None:
+        lc.llama_memory_seq_rm(lc.llama_get_memory(self._ctx), seq, length, -1)
+        self._held[seq] = length
+
     def forget(self, row: int) -> None:
         lc.llama_memory_seq_rm(lc.llama_get_memory(self._ctx), row, -1, -1)
         self._held.pop(row, None)
@@ -351,10 +404,10 @@ class LlamaCppRunner:
 
     # -- the forward ----------------------------------------------------------------------------------------
     def forward(self, first: int, rows: list[RowInput | None]) -> list[torch.Tensor | None]:
-        """Same contract as :meth:`BatchRunner.forward`; padding rows (None) are simply left out."""
-        work: list[tuple[int, int, int, bool]] = []  # (seq, token, position, wants logits)
-        shapes: list[tuple[int, int] | None] = []  # per row: (first output, outputs)
-        outputs = 0
+        """Same contract as :meth:`BatchRunner.forward`; padding rows (None) are simply left out.
+
+        The rows' tokens go in waves: wave w holds each row's w-th block (see ``_BLOCK``), so one llama_decode call
+        serves every row's block, and a decode step (one token per row) is a single call."""
         after = dict(self._held)
         for i, row in enumerate(rows):
             if row is not None:
@@ -362,35 +415,42 @@ class LlamaCppRunner:
         if self.reserve(first + len(rows), max(after.values())):
             raise RuntimeError("the KV cache was reshaped inside a forward; the engine reserves room before")
         memory = lc.llama_get_memory(self._ctx)
+        waves: list[list[tuple[int, int, int, bool]]] = []  # (seq, token, position, wants logits)
+        owners: list[list[int]] = []  # per wave, the row index of each token that wants logits
         for i, row in enumerate(rows):
             if row is None:
-                shapes.append(None)
                 continue
             seq = first + i
             if row.start == 0:
                 lc.llama_memory_seq_rm(memory, seq, -1, -1)  # a fresh sequence: nothing may linger in its id
-            n = len(row.tokens)
-            for j, token in enumerate(row.tokens):
-                work.append((seq, token, row.start + j, row.all_logits or j == n - 1))
-            count = n if row.all_logits else 1
-            shapes.append((outputs, count))
-            outputs += count
-        if len(work) <= _BATCH:
-            # The logits stay in llama.cpp's buffer, read in place: the engine uses them before the next forward
-            # (a copy was 0.1-0.5 ms a step, mostly page faults of a fresh array).
-            logits = self._decode(work)
-        else:
-            pieces = [self._decode(work[i : i + _BATCH]).copy() for i in range(0, len(work), _BATCH)]
-            logits = np.concatenate(pieces)
+            end = row.start + len(row.tokens)
+            for w, at in enumerate(range(row.start, end, _BLOCK)):
+                stop = min(end, (at // _BLOCK + 1) * _BLOCK)
+                if w == len(waves):
+                    waves.append([])
+                    owners.append([])
+                for pos in range(at, stop):
+                    want = row.all_logits or pos == end - 1
+                    waves[w].append((seq, row.tokens[pos - row.start], pos, want))
+                    if want:
+                        owners[w].append(i)
+        per_row: list[list[Any]] = [[] for _ in rows]
+        calls = [(w, part) for w, wave in enumerate(waves) for part in _pieces(wave)]
+        for w, (start, stop) in calls:
+            logits = self._decode(waves[w][start:stop])
+            # The logits stay in llama.cpp's buffer, read in place when one call did it all: the engine uses them
+            # before the next forward (a copy was 0.1-0.5 ms a step, mostly page faults of a fresh array).
+            table = torch.from_numpy(logits if len(calls) == 1 else logits.copy())
+            wanted = sum(want for _, _, _, want in waves[w][:start])
+            for k, owner in enumerate(owners[w][wanted : wanted + len(table)]):
+                per_row[owner].append(table[k])
         self._held = after
-        table = torch.from_numpy(logits)
         result: list[torch.Tensor | None] = []
-        for row, shape in zip(rows, shapes, strict=True):
-            if row is None or shape is None:
+        for row, found in zip(rows, per_row, strict=True):
+            if row is None:
                 result.append(None)
             else:
-                start, count = shape
-                result.append(table[start : start + count] if row.all_logits else table[start])
+                result.append(torch.stack(found) if row.all_logits else found[-1])
         return result
 
     def _decode(self, work: list[tuple[int, int, int, bool]]) -> np.ndarray[Any, Any]:

@@ -44,6 +44,16 @@ class RowCache(Protocol):
     def release(self, row: int) -> None:
         """The sequence in ``row`` left: its positions are free."""
 
+    def save(self, row: int, length: int) -> tuple[Any, int]:
+        """A copy of the row's first ``length`` positions, kept apart from the rows, and its size in bytes. The
+        row is about to be released: its positions past ``length`` may be dropped."""
+
+    def load(self, row: int, saved: Any, length: int) -> bool:
+        """The row's first ``length`` positions from a :meth:`save` copy; False if this cache cannot take it."""
+
+    def copy_row(self, src: int, dst: int, length: int) -> None:
+        """Row ``dst``'s first ``length`` positions become those of row ``src``, which keeps its own."""
+
 
 class ModelRunner(Protocol):
     """What the engine needs from a loaded model."""
@@ -54,6 +64,9 @@ class ModelRunner(Protocol):
     min_rows: int  # a decode step runs at least this many rows (padding rows produce no logits)
     mixed_batches: bool  # prompt chunks and decode tokens may share a forward without changing any row's logits
     length_step: int  # rows grow in whole steps of this many positions
+    # A row that starts from a copied prefix whose length is a multiple of this computes the rest exactly as a
+    # row that computed the whole prompt (1: any length; llama.cpp computes a row's prompt in aligned blocks).
+    exact_step: int
     vocab_size: int  # width of the logits
     eos_ids: frozenset[int]
     context_length: int | None  # what the model was trained for, if it says

@@ -90,6 +90,11 @@ class Sequence:
     outbox: Outbox | None = None  # where the engine collects a step's events; None: post each at once
     cancelled: bool = False
     cached: int = 0  # tokens[:cached] are in the KV cache
+    # tokens[:exact] were computed as prompt chunks, so a later request that shares them gets the very numbers its
+    # own computation would give (a token generated one step at a time is computed slightly differently)
+    exact: int = 0
+    reused: int = 0  # prompt tokens that came from the prefix cache or another sequence's row
+    warm: bool = False  # no caller: it computes a finished sequence's answer again as prompt, for the cache
     row: int = -1  # the cache row it owns while admitted
     generated: int = 0
     chooser: TokenChooser | None = None
@@ -154,12 +159,14 @@ class Sequence:
         self.chooser = TokenChooser(req.sampling, prompt, vocab.size, req.top_n_tokens)
         self.detok = IncrementalDetokenizer(vocab.tokenizer, prompt)
         self.stopper = StopMatcher(req.stopping.stop, req.stopping.include_stop_in_output)
+        reused = min(self.reused, self.prompt_len)
         if not req.prefill_details:
-            self.post(PromptInfo(self.prompt_len, self.chooser.seed))
+            self.post(PromptInfo(self.prompt_len, self.chooser.seed, cached_tokens=reused))
             return
         details = tuple(vocab.token(i, lp) for i, lp in zip(prompt, self.prompt_logprobs, strict=True))
         tops = tuple(tuple(vocab.token(i, lp) for i, lp in step) for step in self.prompt_tops)
-        self.post(PromptInfo(self.prompt_len, self.chooser.seed, details, _pieces(vocab.tokenizer, prompt), tops))
+        pieces = _pieces(vocab.tokenizer, prompt)
+        self.post(PromptInfo(self.prompt_len, self.chooser.seed, details, pieces, tops, cached_tokens=reused))
 
     def advance(self, logits: torch.Tensor, vocab: Vocabulary) -> bool:
         """Choose the next token from ``logits`` and send it; True when the sequence is finished."""

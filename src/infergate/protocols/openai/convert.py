@@ -281,12 +281,22 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
-def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    return {
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None) -> dict[str, Any]:
+    """OpenAI's usage object; ``cached_tokens`` (prompt tokens the engine found computed) when the engine says."""
+    found: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cached_tokens is not None:
+        found["prompt_tokens_details"] = {"cached_tokens": cached_tokens}
+    return found
+
+
+def cached_tokens(counts: list[int | None]) -> int | None:
+    """The cached prompt tokens of one request's prompts (None when no engine said)."""
+    known = [c for c in counts if c is not None]
+    return sum(known) if known else None
 
 
 def _logprob_entry(token: Token, top: tuple[Token, ...]) -> dict[str, Any]:
@@ -321,7 +331,7 @@ def chat_response(call: ChatCall, model: str, request_id: str, results: list[Gen
         "model": model,
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": choices,
-        "usage": usage(results[0].input_length, sum(r.generated_tokens for r in results)),
+        "usage": usage(results[0].input_length, sum(r.generated_tokens for r in results), results[0].cached_tokens),
     }
 
 
@@ -334,7 +344,7 @@ def chat_chunk(
     delta: dict[str, Any] | None = None,
     finish: str | None = None,
     logprobs: dict[str, Any] | None = None,
-    usage_: dict[str, int] | None = None,
+    usage_: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     choices = []
     if index is not None:
@@ -434,7 +444,8 @@ def completion_response(
         choices.append(
             {"index": i, "text": prompt + r.text, "logprobs": logprobs, "finish_reason": finish_reason(r.finish_reason)}
         )
-    prompt_tokens = sum(r.input_length for i, (_, r) in enumerate(results) if i % call.n == 0)
+    firsts = [r for i, (_, r) in enumerate(results) if i % call.n == 0]  # the prompt counts once, not per choice
+    prompt_tokens = sum(r.input_length for r in firsts)
     return {
         "id": request_id,
         "object": "text_completion",
@@ -442,7 +453,9 @@ def completion_response(
         "model": model,
         "system_fingerprint": SYSTEM_FINGERPRINT,
         "choices": choices,
-        "usage": usage(prompt_tokens, sum(r.generated_tokens for _, r in results)),
+        "usage": usage(
+            prompt_tokens, sum(r.generated_tokens for _, r in results), cached_tokens([r.cached_tokens for r in firsts])
+        ),
     }
 
 
@@ -455,7 +468,7 @@ def completion_chunk(
     text: str = "",
     finish: str | None = None,
     logprobs: dict[str, Any] | None = None,
-    usage_: dict[str, int] | None = None,
+    usage_: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     choices = []
     if index is not None:

@@ -34,7 +34,8 @@ async def chat_chunks(
             model, request_id, created, index=index, delta=delta, finish=event.finish_reason, logprobs=logprobs
         )
     if call.include_usage:
-        yield convert.chat_chunk(model, request_id, created, usage_=convert.usage(prompt_tokens, generated))
+        used = convert.usage(prompt_tokens, generated, infos[0].cached_tokens)
+        yield convert.chat_chunk(model, request_id, created, usage_=used)
 
 
 async def completion_chunks(
@@ -95,4 +96,6 @@ async def completion_chunks(
             yield convert.completion_chunk(model, request_id, created, index=index, finish="length")
     if call.include_usage:
         prompt_tokens = sum(lengths[i] for i in range(0, count, call.n))
-        yield convert.completion_chunk(model, request_id, created, usage_=convert.usage(prompt_tokens, generated))
+        cached = convert.cached_tokens([infos[i].cached_tokens for i in range(0, count, call.n)])
+        used = convert.usage(prompt_tokens, generated, cached)
+        yield convert.completion_chunk(model, request_id, created, usage_=used)
