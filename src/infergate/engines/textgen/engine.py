@@ -382,10 +382,13 @@ class TextGenEngine:
             self._outbox.flush()
 
     def _admit(self) -> None:
-        """Move waiting sequences into free rows, best first, while the cache budget has room (lock held); then
-        answers to warm, if rows are still free. A request never waits for a row behind a warming sequence."""
-        if self._waiting and len(self._rows) >= self._max_active:
-            self._remove([s for s in self._rows if s.warm])
+        """Move waiting sequences into free rows, best first, while the cache budget has room (lock held); then,
+        when nothing else runs, an answer to warm. A request never waits or runs beside a warming sequence (a
+        longer row in the same llama.cpp call moves the others' logits): it ends it, keeping what it computed."""
+        warming = [s for s in self._rows if s.warm]
+        if self._waiting and warming:
+            self._keep(warming)
+            self._remove(warming)
         while self._waiting and len(self._rows) < self._max_active:
             seq = self._waiting[0][2]
             if seq.cancelled:
@@ -396,11 +399,8 @@ class TextGenEngine:
             heapq.heappop(self._waiting)
             seq.row = len(self._rows)
             self._rows.append(seq)
-        while self._warming and not self._waiting and len(self._rows) < self._max_active:
-            seq = self._warming[0]
-            if self._rows and not self._fits(len(self._rows) + 1, len(seq.tokens) + 1):
-                return
-            self._warming.popleft()
+        if self._warming and not self._rows:
+            seq = self._warming.popleft()
             seq.row = len(self._rows)
             self._rows.append(seq)
 
