@@ -158,7 +158,11 @@ def test_a_batch_of_cache_hits_answers_as_each_alone(server: Server, model: str)
         # The hub's usual path: a chat request (the engine renders the same ChatML) beside the others.
         messages = [{"role": "system", "content": system}, {"role": "user", "content": f"Explain rule {(1, 4, 9)[i]}."}]
         return client.chat.completions.create(
-            model=model, messages=messages, max_tokens=24, temperature=0, logprobs=True  # type: ignore[arg-type]
+            model=model,
+            messages=messages,
+            max_tokens=24,
+            temperature=0,
+            logprobs=True,  # type: ignore[arg-type]
         )
 
     got = run_together([lambda i=i: chat(i) for i in range(3)])

@@ -251,6 +251,7 @@ class LlamaCppRunner:
         self._seqs = 0  # sequence ids (streams) in the context
         self._stream = 0  # positions per sequence
         self._held: dict[int, int] = {}  # sequence id -> positions it holds
+        self._copied: tuple[Any, Any] | None = None  # the last row copied: (context, row, length), its state
         self._new_context(self._streams_for(_STREAM_STEP), _STREAM_STEP, [])
 
     def _streams_for(self, length: int) -> int:
@@ -358,6 +359,7 @@ class LlamaCppRunner:
         """Row ``src``'s cache becomes row ``dst``'s, copied at once (``llama_memory_seq_cp`` between streams
         would copy at the next decode, after a context rebuild might already have saved ``dst`` empty)."""
         memory = lc.llama_get_memory(self._ctx)
+        self._copied = None
         if self._held.get(src):
             lc.llama_memory_seq_rm(memory, dst, -1, -1)
             self._load(dst, self._save(src))
@@ -367,8 +369,12 @@ class LlamaCppRunner:
 
     def copy(self, src: int, dst: int, length: int) -> None:
         """Row ``dst`` starts as row ``src``'s first ``length`` positions (a save and load: 1 ms + 10 ms per 1,000
-        positions here, against llama_memory_seq_cp's whole-stream copy at the next decode, 15-90 ms)."""
-        self._load(dst, self._save(src))
+        positions here, against llama_memory_seq_cp's whole-stream copy at the next decode, 15-90 ms). Several rows
+        copying one (requests sharing a system prompt) load one save."""
+        key = (self._ctx, src, self._held.get(src))
+        if self._copied is None or self._copied[0] != key:
+            self._copied = (key, self._save(src))
+        self._load(dst, self._copied[1])
         self._cut(dst, length)
 
     def save_prefix(self, seq: int, length: int) -> tuple[Any, int]:
@@ -387,8 +393,11 @@ class LlamaCppRunner:
     def _cut(self, seq: int, length: int) -> None:
         lc.llama_memory_seq_rm(lc.llama_get_memory(self._ctx), seq, length, -1)
         self._held[seq] = length
+        if self._copied is not None and self._copied[0][1] == seq:
+            self._copied = None
 
     def forget(self, row: int) -> None:
+        self._copied = None
         lc.llama_memory_seq_rm(lc.llama_get_memory(self._ctx), row, -1, -1)
         self._held.pop(row, None)
 
@@ -408,6 +417,7 @@ class LlamaCppRunner:
 
         The rows' tokens go in waves: wave w holds each row's w-th block (see ``_BLOCK``), so one llama_decode call
         serves every row's block, and a decode step (one token per row) is a single call."""
+        self._copied = None
         after = dict(self._held)
         for i, row in enumerate(rows):
             if row is not None:

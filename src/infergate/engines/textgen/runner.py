@@ -32,8 +32,9 @@ class BatchRunner:
     name = "torch"
     mixed_batches = False  # a prompt padded beside decode rows would round differently in 16-bit attention
     length_step = 128
-    # Measured on the CPU in float32: a row continued from a copied prefix of any length gives the very logits of
-    # the row that computed it all (bench/RESULTS.md, prefix cache).
+    # Measured on the CPU in float32: a row continued from a copied prefix of any length gives the logits of the
+    # row that computed it all, bit for bit unless the cut leaves a 1-token chunk (3e-5 then, as between a batch
+    # and a lone row: the engine's standard is the same text, logprobs within 1e-4).
     exact_step = 1
 
     def __init__(self, loaded: LoadedModel) -> None:
