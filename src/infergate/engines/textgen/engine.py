@@ -59,6 +59,9 @@ log = logging.getLogger(__name__)
 
 _DEFAULT_LOAD_ESTIMATE_S = 20.0
 _CAPACITY_STEP = 128  # cache rows grow in whole steps of positions, so a resize is rare
+# An idle engine frees its KV cache after this long, not at once: llama.cpp makes a new context to grow it again
+# (0.15 s for 16 x 1,024 positions here), which the next message of a chat would otherwise wait for.
+_FREE_IDLE_CACHE_S = 10.0
 
 
 def _round_up(n: int, step: int = _CAPACITY_STEP) -> int:
@@ -128,6 +131,7 @@ class TextGenEngine:
         self._cached_tokens = 0  # for the metrics, counted on the engine's thread after each step
         self._outbox = Outbox()  # filled and flushed by the step loop only
         self._loop_thread: threading.Thread | None = None
+        self._idle_since = 0.0  # when the last sequence left (monotonic)
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -343,7 +347,7 @@ class TextGenEngine:
                 while not self._stopping and not self._rows:
                     if (self._waiting or self._warming) and self._life.ready.is_set():
                         break
-                    self._cond.wait()
+                    self._cond.wait(self._free_idle_cache())
                 if self._stopping:
                     break
                 gone = [s for s in self._rows if s.cancelled]
@@ -446,15 +450,26 @@ class TextGenEngine:
         return dropped
 
     def _trim(self) -> None:
-        """Shrink the cache when the sequences that made it large have gone (or free it when idle)."""
+        """Shrink the cache when the sequences that made it large have gone."""
         assert self._runner is not None
         cache = self._runner.cache
         if not self._rows:
-            cache.resize(0, 0, 0, 0)
+            self._idle_since = time.monotonic()
             return
         needed = self._up(max(s.cached for s in self._rows) + 1)
         if cache.capacity >= 4 * self._step and cache.capacity > 2 * needed:
             self._resize(cache.rows, 2 * needed)
+
+    def _free_idle_cache(self) -> float | None:
+        """Free the KV cache once the engine has been idle long enough (lock held); how long to wait until then."""
+        runner = self._runner
+        if runner is None or not runner.cache.rows:
+            return None
+        left = self._idle_since + _FREE_IDLE_CACHE_S - time.monotonic()
+        if left > 0:
+            return left
+        runner.cache.resize(0, 0, 0, 0)
+        return None
 
     def _count_cached(self) -> None:
         assert self._runner is not None
@@ -501,7 +516,7 @@ class TextGenEngine:
         if not chosen:
             return
         involved += [s for s, _ in chosen]
-        if self._reserve(max(self._start(s, reuse) + n for s, n in chosen)):
+        if self._reserve(max(len(s.tokens) + 1 for s, _ in chosen)):  # the whole prompt: one resize, not one a chunk
             return
         self._reuse(reuse)
         finished: list[Sequence] = []
@@ -544,7 +559,7 @@ class TextGenEngine:
         if not chosen and not ready:
             return
         involved += [s for s, _ in chosen] + ready
-        if self._reserve(max([self._start(s, reuse) + n for s, n in chosen] + [s.cached + 1 for s in ready])):
+        if self._reserve(max([len(s.tokens) + 1 for s, _ in chosen] + [s.cached + 1 for s in ready])):
             return
         self._reuse(reuse)
         chosen = [(s, n) for s, n in chosen if s.row >= 0]
@@ -584,10 +599,6 @@ class TextGenEngine:
             chosen.append((seq, n))
             budget -= n
         return chosen, reuse
-
-    @staticmethod
-    def _start(seq: Sequence, reuse: dict[Sequence, tuple[Entry | Sequence | None, int]]) -> int:
-        return reuse[seq][1] if seq in reuse else seq.cached
 
     def _find_prefix(self, seq: Sequence) -> tuple[Entry | Sequence | None, int, bool]:
         """The longest exactly computed prefix of ``seq``'s tokens (but the last), cut at the runner's exact step:
