@@ -23,7 +23,7 @@ really runs.
 4. Nothing shared. 16 clients, 2 rounds each, every request its own random system prompt and question (nothing in
    common beyond the chat template's first tokens), max_tokens 64 with ignore_eos (every request generates 64
    tokens). Reported: generated tokens/s with the prefix cache on and off, and their ratio: the cost of looking
-   up and storing prefixes that never hit. Target: within 3%. infergate only (llama.cpp's server would queue).
+   up and storing prefixes that never hit. Target: no slower than 3%. infergate only (llama.cpp's server would queue).
 
     .venv/bin/python bench/prefix.py [--phases 1,2,3,4] [--json]
     .venv/bin/python bench/prefix.py --phases 1 --requests 20 --next-system-chars 8000
@@ -744,9 +744,9 @@ def phase_unshared(
         rows,
     )
     ratio = result["ratio_on_over_off"]
-    result["target_met"] = abs(ratio - 1) <= 0.03
+    result["target_met"] = ratio >= 0.97  # no slowdown beyond 3% (a run with the cache on may well be faster)
     print(f"\ntokens/s cache on / off: {ratio:.3f}" + (f" (median of {repeats})" if repeats > 1 else "")
-          + f"; target within 3%: {'met' if result['target_met'] else 'NOT met'}")  # fmt: skip
+          + f"; target no slower than 3%: {'met' if result['target_met'] else 'NOT met'}")  # fmt: skip
     return result
 
 
@@ -800,7 +800,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="4: requests per client, in turn")
     parser.add_argument("--random-chars", type=int, default=600, help="4: each random system prompt's length")
     parser.add_argument("--random-max-tokens", type=int, default=64, help="4")
-    parser.add_argument("--repeats", type=int, default=1, help="4: on/off runs, alternated; the median ratio")
+    parser.add_argument("--repeats", type=int, default=3, help="4: on/off runs, alternated; the median ratio")
     args = parser.parse_args()
     phases = sorted({int(p) for p in args.phases.split(",") if p.strip()})
     if not set(phases) <= {1, 2, 3, 4}:

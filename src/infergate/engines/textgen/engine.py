@@ -587,15 +587,17 @@ class TextGenEngine:
         for seq in sorted(self._rows, key=lambda s: (s.warm, s.order)):
             if seq.started and seq.pending == 1:
                 continue  # decoding
-            start = seq.cached
-            if start == 0 and self._prefix.enabled and not seq.wants_prompt_logprobs:
+            start, source = seq.cached, None
+            looks = start == 0 and self._prefix.enabled and not seq.wants_prompt_logprobs
+            if looks:
                 source, start, wait = self._find_prefix(seq)
                 if wait:
                     continue  # an older sequence is computing what this one would: take it from there later
-                reuse[seq] = (source, start)
             n = min(len(seq.tokens) - start, chunk - start % chunk)
             if chosen and n > budget:
                 break
+            if looks:
+                reuse[seq] = (source, start)
             chosen.append((seq, n))
             budget -= n
         return chosen, reuse
