@@ -78,6 +78,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.llama_log import prefix_hits  # noqa: E402
 from tests.support.remote import GGUF  # noqa: E402
 from tests.support.server import MODEL_ID, free_port  # noqa: E402
 
@@ -193,10 +194,7 @@ class Target:
 
     def reused_since(self, mark: int) -> list[int]:
         """llama.cpp's server: prompt tokens reused from its context, per request logged after byte ``mark``."""
-        with self.log_path.open("rb") as f:
-            f.seek(mark)
-            text = f.read().decode(errors="replace")
-        return [int(m.group(1)) for m in re.finditer(r"Llama\.generate: (\d+) prefix-match hit", text)]
+        return prefix_hits(self.log_path, mark)
 
 
 class Processes:

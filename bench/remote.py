@@ -45,7 +45,6 @@ import os
 import platform
 import queue
 import random
-import re
 import signal
 import subprocess
 import sys
@@ -61,6 +60,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.llama_log import prefix_hits  # noqa: E402
 from tests.support.remote import GGUF  # noqa: E402
 from tests.support.server import MODEL_ID, Server, free_port, start_server  # noqa: E402
 
@@ -160,10 +160,7 @@ class Llama:
 
     def prefix_hits(self, since: int) -> list[int]:
         """Prompt tokens reused from the previous prompt, per request logged after byte ``since``."""
-        with self.log_path.open("rb") as f:
-            f.seek(since)
-            text = f.read().decode(errors="replace")
-        return [int(m.group(1)) for m in re.finditer(r"Llama\.generate: (\d+) prefix-match hit", text)]
+        return prefix_hits(self.log_path, since)
 
 
 class Processes:
