@@ -279,6 +279,24 @@ def test_a_gateway_in_front_of_infergate_in_engine_mode(tmp_path: Path, engine_n
             model=MODEL_ID, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8, temperature=0
         )
         assert chat.choices[0].message.content == own.choices[0].message.content
+        # The engine's prefix cache shows through the gateway: a second chat with the same system prompt was cached
+        # there, and says so in its usage (streamed or not).
+        system = "You are a careful assistant. " + " ".join(f"Rule {i}: answer in one line." for i in range(30))
+        for question in ("Hi.", "Hello."):
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": question}]
+            kept = client.chat.completions.create(model=MODEL_ID, messages=messages, max_tokens=4, temperature=0)  # type: ignore[arg-type]
+        assert kept.usage is not None and kept.usage.prompt_tokens_details is not None
+        assert kept.usage.prompt_tokens_details.cached_tokens >= 64
+        messages[1]["content"] = "Good day."
+        stream = client.chat.completions.create(
+            model=MODEL_ID,
+            messages=messages,
+            max_tokens=4,
+            stream=True,
+            stream_options={"include_usage": True},  # type: ignore[arg-type]
+        )
+        usage = [chunk.usage for chunk in stream if chunk.usage is not None][-1]
+        assert usage.prompt_tokens_details is not None and usage.prompt_tokens_details.cached_tokens >= 64
         # A client that leaves closes the upstream request: the engine stops generating.
         long = {"inputs": "Write a long story.", "parameters": {"max_new_tokens": 1500}}
         with httpx.stream("POST", f"{srv.base_url}/generate_stream", json=long, timeout=60) as response:

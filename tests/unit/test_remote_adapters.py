@@ -78,7 +78,9 @@ def test_completion_chunk_splits_into_tokens_and_maps_the_finish_reason() -> Non
     vllm_stop = {"choices": [{"text": "", "finish_reason": "stop", "stop_reason": "\n"}]}
     assert openai_wire.parse_chunk(vllm_stop, ("\n",))[-1].finish_reason == "stop_sequence"
     usage = openai_wire.parse_chunk({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2}}, ())
-    assert usage[0].prompt_tokens == 5 and usage[0].token is None
+    assert usage[0].prompt_tokens == 5 and usage[0].token is None and usage[0].cached_tokens is None
+    cached = {"prompt_tokens": 90, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 64}}
+    assert openai_wire.parse_chunk({"choices": [], "usage": cached}, ())[0].cached_tokens == 64  # vLLM, infergate
 
 
 def test_chat_chunk_logprobs() -> None:

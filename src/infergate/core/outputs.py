@@ -65,7 +65,8 @@ class PromptInfo:
 class StepEvent:
     """One generated token. ``text`` is the new text it adds (may be empty while a character or a possible
     stop sequence is incomplete); the last event of a generation has ``finish_reason`` set. A remote engine
-    that learns the prompt's length only at the end of a stream puts it in the last event's ``prompt_tokens``."""
+    that learns the prompt's length only at the end of a stream puts it in the last event's ``prompt_tokens``
+    (and the prompt tokens the engine had cached in ``cached_tokens``)."""
 
     index: int
     token: Token
@@ -73,6 +74,7 @@ class StepEvent:
     top_tokens: tuple[Token, ...] = ()
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
+    cached_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -125,6 +127,8 @@ async def collect(events: AsyncIterator[PromptInfo | StepEvent]) -> GenerationRe
             result.finish_reason = event.finish_reason
         if event.prompt_tokens is not None:
             result.input_length = event.prompt_tokens
+        if event.cached_tokens is not None:
+            result.cached_tokens = event.cached_tokens
     if result is None or info is None:
         raise RuntimeError("generation ended before it started")
     result.text = "".join(parts)

@@ -243,6 +243,7 @@ class RemoteEngine:
         index = 0
         pending: Piece | None = None
         prompt_tokens: int | None = None
+        cached_tokens: int | None = None
         stops = request.stopping.stop
         trim = _StopTrim(stops) if stops and not request.stopping.include_stop_in_output else None
         top_n = request.top_n_tokens
@@ -255,7 +256,7 @@ class RemoteEngine:
         try:
             async for piece in everything():
                 if piece.prompt_tokens is not None:
-                    prompt_tokens = piece.prompt_tokens
+                    prompt_tokens, cached_tokens = piece.prompt_tokens, piece.cached_tokens
                 if piece.token is None and piece.finish_reason is None:
                     continue  # usage only
                 if piece.token is None and pending is not None:  # a finish reason for the last token
@@ -278,7 +279,7 @@ class RemoteEngine:
             )
         pending = self._with_stop(pending, request, attempt.stop_reason)
         event = self._event(index + 1, pending, trim, pending.finish_reason, top_n)
-        yield replace(event, prompt_tokens=prompt_tokens)
+        yield replace(event, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens)
 
     @staticmethod
     def _with_stop(piece: Piece, request: GenerationRequest, stop_reason: str | None) -> Piece:

@@ -27,7 +27,8 @@ UNKNOWN_TOKEN_ID = -1  # OpenAI responses carry token texts, not ids
 @dataclass(frozen=True, slots=True)
 class Piece:
     """What one upstream event adds: a token (or a chunk of text without token boundaries), the finish reason
-    when it ends the generation, and the prompt's length when the engine reports it."""
+    when it ends the generation, and the prompt's length (and how much of it the engine had cached) when the
+    engine reports it."""
 
     text: str = ""
     token: Token | None = None
@@ -35,6 +36,7 @@ class Piece:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     generated_tokens: int | None = None
+    cached_tokens: int | None = None
 
 
 def build_generation(request: GenerationRequest, model: str, strict: bool = False) -> tuple[str, dict[str, Any]]:
@@ -129,7 +131,15 @@ def parse_chunk(chunk: dict[str, Any], stops: tuple[str, ...]) -> list[Piece]:
             last = pieces.pop() if pieces else Piece()
             pieces.append(Piece(last.text, last.token, last.top, finish))
     if isinstance(usage, dict) and usage.get("prompt_tokens") is not None:
-        pieces.append(Piece(prompt_tokens=int(usage["prompt_tokens"]), generated_tokens=usage.get("completion_tokens")))
+        details = usage.get("prompt_tokens_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        pieces.append(
+            Piece(
+                prompt_tokens=int(usage["prompt_tokens"]),
+                generated_tokens=usage.get("completion_tokens"),
+                cached_tokens=int(cached) if cached is not None else None,
+            )
+        )
     return pieces
 
 

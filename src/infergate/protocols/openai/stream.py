@@ -21,11 +21,11 @@ async def chat_chunks(
     call: convert.ChatCall, model: str, request_id: str, created: int, infos: list[PromptInfo], events: Events
 ) -> AsyncIterator[dict[str, Any]]:
     generated = 0
-    prompt_tokens = infos[0].input_length
+    prompt_tokens, cached = infos[0].input_length, infos[0].cached_tokens
     async for index, event in events:
         generated += 1
-        if event.prompt_tokens is not None and index == 0:  # a remote engine reports it last
-            prompt_tokens = event.prompt_tokens
+        if event.prompt_tokens is not None and index == 0:  # a remote engine reports them last
+            prompt_tokens, cached = event.prompt_tokens, event.cached_tokens
         logprobs = convert.chat_logprobs([event.token], [event.top_tokens]) if call.logprobs else None
         if not event.text and event.finish_reason is None and logprobs is None:
             continue  # nothing to show yet (an incomplete character, or a held-back stop prefix)
@@ -34,7 +34,7 @@ async def chat_chunks(
             model, request_id, created, index=index, delta=delta, finish=event.finish_reason, logprobs=logprobs
         )
     if call.include_usage:
-        used = convert.usage(prompt_tokens, generated, infos[0].cached_tokens)
+        used = convert.usage(prompt_tokens, generated, cached)
         yield convert.chat_chunk(model, request_id, created, usage_=used)
 
 
@@ -54,6 +54,7 @@ async def completion_chunks(
     texts = ["" for _ in range(count)]  # each choice's text so far, for TGI's `generated_text`
     logprobs = [convert.LegacyLogprobs() for _ in range(count)] if call.logprobs is not None else None
     lengths = [info.input_length for info in infos]
+    cached = [info.cached_tokens for info in infos]
     finished: set[int] = set()
     if call.echo:
         for index, owner in enumerate(call.owners):
@@ -68,7 +69,7 @@ async def completion_chunks(
     async for index, event in events:
         generated += 1
         if event.prompt_tokens is not None:
-            lengths[index] = event.prompt_tokens
+            lengths[index], cached[index] = event.prompt_tokens, event.cached_tokens
         step = None
         if logprobs is not None:
             step = convert.LegacyLogprobs(logprobs[index].at)
@@ -96,6 +97,5 @@ async def completion_chunks(
             yield convert.completion_chunk(model, request_id, created, index=index, finish="length")
     if call.include_usage:
         prompt_tokens = sum(lengths[i] for i in range(0, count, call.n))
-        cached = convert.cached_tokens([infos[i].cached_tokens for i in range(0, count, call.n)])
-        used = convert.usage(prompt_tokens, generated, cached)
+        used = convert.usage(prompt_tokens, generated, convert.cached_tokens(cached[:: call.n]))
         yield convert.completion_chunk(model, request_id, created, usage_=used)
