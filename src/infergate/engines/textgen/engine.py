@@ -518,11 +518,11 @@ class TextGenEngine:
         involved += [s for s, _ in chosen]
         if self._reserve(max(len(s.tokens) + 1 for s, _ in chosen)):  # the whole prompt: one resize, not one a chunk
             return
-        self._reuse(reuse)
+        missed = self._reuse(reuse)
         finished: list[Sequence] = []
         for seq, n in chosen:
-            if seq.row < 0:
-                continue  # preempted to make room
+            if seq.row < 0 or seq in missed:
+                continue  # preempted to make room, or its chunk was counted from a prefix it could not copy
             logits = self._runner.forward(seq.row, [self._prompt_row(seq, n)])[0]
             if self._after_prompt_chunk(seq, n, logits):
                 finished.append(seq)
@@ -561,9 +561,11 @@ class TextGenEngine:
         involved += [s for s, _ in chosen] + ready
         if self._reserve(max([len(s.tokens) + 1 for s, _ in chosen] + [s.cached + 1 for s in ready])):
             return
-        self._reuse(reuse)
-        chosen = [(s, n) for s, n in chosen if s.row >= 0]
+        missed = self._reuse(reuse)
+        chosen = [(s, n) for s, n in chosen if s.row >= 0 and s not in missed]
         ready = [s for s in ready if s.row >= 0]
+        if not chosen and not ready:
+            return
         rows = [s.row for s, _ in chosen] + [s.row for s in ready]
         first = min(rows)
         inputs: list[RowInput | None] = [None] * (max(rows) - first + 1)
@@ -626,10 +628,13 @@ class TextGenEngine:
         wait = coming - coming % step > max(found, 0) and coming - found >= BLOCK
         return (source if found else None), found, wait
 
-    def _reuse(self, reuse: dict[Sequence, tuple[Entry | Sequence | None, int]]) -> None:
-        """Start sequences from the prefixes :meth:`_prompt_chunks` found (the cache has room for them now)."""
+    def _reuse(self, reuse: dict[Sequence, tuple[Entry | Sequence | None, int]]) -> set[Sequence]:
+        """Start sequences from the prefixes :meth:`_prompt_chunks` found (the cache has room for them now).
+        Returns those whose prefix could no longer be copied: their chunk, counted from its end, waits a step
+        (a chunk cut elsewhere than the engine's own chunking would compute its tokens slightly differently)."""
         assert self._runner is not None
         cache = self._runner.cache
+        missed: set[Sequence] = set()
         for seq, (source, length) in reuse.items():
             if seq.row < 0 or seq.cached:
                 continue
@@ -645,8 +650,11 @@ class TextGenEngine:
                 else:  # saved in a context of another shape (llama.cpp, after a long request)
                     self._prefix.forget(source)
             seq.cached = seq.exact = seq.reused = done
-            if not seq.warm:
+            if done < length:
+                missed.add(seq)
+            elif not seq.warm:
                 self._prefix.record(len(seq.tokens) - 1, done)
+        return missed
 
     def _keep(self, leaving: list[Sequence]) -> None:
         """Save what leaving sequences computed as prompts into the prefix cache (before their rows are freed)."""
