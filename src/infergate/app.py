@@ -174,6 +174,7 @@ def build_app(settings: Settings) -> FastAPI:
         usage=None if engine_mode else usage,
         wait_for_model_s=settings.server.wait_for_model_s,
         default_max_tokens=settings.engine.default_max_tokens,
+        prefix_per_user=settings.engine.prefix_cache_scope == "user",
     )
 
     @asynccontextmanager

@@ -79,6 +79,10 @@ class EngineSettings(_Strict):
     # same way (a shared system prompt, the next turn of a conversation) computes only the rest. Least recently
     # used entries go first past this size; 0 turns the prefix cache off.
     prefix_cache_mb: int = Field(256, ge=0)
+    # Whose requests share computed prefixes: "shared" (everyone's: one system prompt serves all callers) or
+    # "user" (each user's own, and each anonymous address's: nobody can tell from the speed of an answer or its
+    # `cached_tokens` what another caller sent). A request's `cache_salt` narrows it further either way.
+    prefix_cache_scope: Literal["shared", "user"] = "shared"
     # Memory for all loaded models together (weights, plus each chat model's KV cache budget). Past it, the
     # least recently used idle models are unloaded (they load again on their next request). None: no limit.
     model_memory_mb: int | None = Field(None, ge=1)

@@ -22,7 +22,7 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from tests.support.server import MODEL_ID, OPEN_ANONYMOUS_NO_CACHE, Server, run_together, serving
+from tests.support.server import MODEL_ID, OPEN_ANONYMOUS_NO_CACHE, Server, new_user_token, run_together, serving
 
 TORCH_ID = "smollm2/prefix-on-torch"
 MODELS = {"llama.cpp": MODEL_ID, "torch": TORCH_ID}
@@ -36,8 +36,9 @@ runner = "torch"
 dtype = "float32"
 """
 )
-# ~5.5 MB of llama.cpp's float16 KV cache hold ~240 positions: one entry of 128 or 192, never two.
-SMALL = "[engine]\nprefix_cache_mb = 5\n" + OPEN_ANONYMOUS_NO_CACHE
+# ~5.5 MB of llama.cpp's float16 KV cache hold ~240 positions: one entry of 128 or 192, never two. Each user's
+# requests share prefixes only with their own (anonymous callers: per address).
+SMALL = '[engine]\nprefix_cache_mb = 5\nprefix_cache_scope = "user"\n' + OPEN_ANONYMOUS_NO_CACHE
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +66,26 @@ def chatml(system: str, *turns: str) -> str:
     return text + "<|im_start|>assistant\n"
 
 
-def complete(server: Server, model: str, prompt: str, *, reference: bool = False, max_tokens: int = 24) -> Any:
+def complete(
+    server: Server,
+    model: str,
+    prompt: str,
+    *,
+    reference: bool = False,
+    max_tokens: int = 24,
+    salt: str | None = None,
+    token: str | None = None,
+) -> Any:
     """A greedy completion: its text, token ids' logprobs, prompt and cached token counts. ``reference`` asks
     for the prompt's logprobs too, which makes the engine compute the whole prompt (no cached prefix)."""
     body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": max_tokens, "temperature": 0}
     body["logprobs"] = 0
     if reference:
         body["echo"] = True
-    r = httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=300)
+    if salt is not None:
+        body["cache_salt"] = salt
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    r = httpx.post(f"{server.base_url}/v1/completions", json=body, headers=headers, timeout=300)
     assert r.status_code == 200, r.text
     out = r.json()
     choice, usage = out["choices"][0], out["usage"]
@@ -214,6 +227,16 @@ def test_the_metrics_show_what_the_cache_did(server: Server, model: str) -> None
     assert 0 < found["bytes"] <= 256 * 1024 * 1024 and found["entries"] >= 1
 
 
+def test_a_cache_salt_shares_prefixes_only_with_the_same_salt(server: Server) -> None:
+    prompt = chatml(system_prompt(), "What is rule 5?")
+    expected = complete(server, MODEL_ID, prompt, reference=True, salt="tenant-a")
+    assert complete(server, MODEL_ID, prompt, salt="tenant-a")["cached"] >= 64
+    assert complete(server, MODEL_ID, prompt, salt="tenant-b")["cached"] == 0
+    got = complete(server, MODEL_ID, prompt)
+    assert got["cached"] == 0, "a request without a salt does not see salted prefixes"
+    assert_same_answer(got, expected)
+
+
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from serving(tmp_path_factory.mktemp("prefix-small"), SMALL, healthy=True)
@@ -270,3 +293,12 @@ def test_a_model_unloaded_and_loaded_again_starts_with_an_empty_cache(pair: Serv
     again = complete(pair, first, prompt)
     assert again["cached"] == 0, "nothing cached survives an unload"
     assert_same_answer(again, complete(pair, first, prompt, reference=True))
+
+
+def test_with_a_per_user_scope_users_do_not_share_prefixes(small: Server) -> None:
+    alice, bob = new_user_token(small, "alice", "pro"), new_user_token(small, "bob", "pro")
+    prompt = chatml(system_prompt(), "Rule 3?")
+    complete(small, MODEL_ID, prompt, token=alice)
+    assert complete(small, MODEL_ID, prompt, token=alice)["cached"] >= 64  # her own prefix
+    assert complete(small, MODEL_ID, prompt, token=bob)["cached"] == 0  # not Alice's
+    assert complete(small, MODEL_ID, prompt)["cached"] == 0  # nor an anonymous caller's

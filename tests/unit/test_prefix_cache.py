@@ -68,3 +68,14 @@ def test_clear_drops_everything_and_the_counts_follow() -> None:
     assert cache.stats.entries == 0 and cache.stats.bytes == 0
     assert (cache.stats.lookups, cache.stats.hits, cache.stats.queried_tokens, cache.stats.hit_tokens) == (2, 1, 80, 32)
     assert find(cache, tokens(32)) == (None, 0)
+
+
+def test_a_salted_entry_is_found_only_with_its_salt() -> None:
+    cache = PrefixCache(10_000)
+    cache.insert(tokens(32), "a", 32, salt="tenant-a")
+    assert cache.find(tokens(32), block_hashes(tokens(32), "tenant-a"), "tenant-a")[1] == 32
+    assert cache.find(tokens(32), block_hashes(tokens(32), "tenant-b"), "tenant-b") == (None, 0)
+    assert find(cache, tokens(32)) == (None, 0)
+    assert cache.wants(tokens(32), 32)  # unsalted, it is new
+    cache.insert(tokens(32), "plain", 32)
+    assert cache.stats.entries == 2  # the same tokens under another salt do not replace it

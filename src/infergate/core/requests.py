@@ -23,6 +23,8 @@ class GenerationRequest:
     renders them with the model's chat template, or sends them to a remote engine that applies its own.
     ``suffix`` asks for fill in the middle between ``prompt`` and it, in the model family's infill format.
     The engine formats prompts because only it knows the model's template and special tokens.
+    ``cache_salt`` (vLLM's name): the engine reuses computed prompt prefixes only between requests with the same
+    salt, so that one caller cannot learn from its own speed or ``cached_tokens`` what another one sent.
     """
 
     prompt: str
@@ -37,6 +39,7 @@ class GenerationRequest:
     messages: tuple[dict[str, Any], ...] | None = None
     add_generation_prompt: bool = True
     suffix: str | None = None
+    cache_salt: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

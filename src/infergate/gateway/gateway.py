@@ -91,6 +91,7 @@ class Gateway:
         usage: UsageRecorder | None,
         wait_for_model_s: float,
         default_max_tokens: int,
+        prefix_per_user: bool = False,
     ) -> None:
         self.catalog = catalog
         self.authenticator = authenticator
@@ -101,6 +102,7 @@ class Gateway:
         self._usage = usage
         self._wait_for_model_s = wait_for_model_s
         self._default_max_tokens = default_max_tokens
+        self._prefix_per_user = prefix_per_user
 
     # -- admission ---------------------------------------------------------------------------------------
     def resolve(self, model_id: str | None) -> tuple[ModelSpec, ModelEngine]:
@@ -167,7 +169,13 @@ class Gateway:
             raise ModelLoadingError(spec.id, exc.estimated_time, waited_s=self._wait_for_model_s) from None
 
     def _fit_to_tier(self, ticket: Ticket, request: GenerationRequest) -> GenerationRequest:
-        """The tier's priority and max_new_tokens; a server-chosen default shrinks to fit, an asked one is checked."""
+        """The tier's priority and max_new_tokens; a server-chosen default shrinks to fit, an asked one is checked.
+        With `prefix_cache_scope = "user"`, the caller's identity salts the prefix cache."""
+        if self._prefix_per_user:
+            salt = (
+                ticket.principal.key if request.cache_salt is None else f"{ticket.principal.key}|{request.cache_salt}"
+            )
+            request = replace(request, cache_salt=salt)
         tier = ticket.tier
         wanted = request.stopping.max_new_tokens
         if wanted is None:

@@ -231,6 +231,8 @@ class RemoteEngine:
             # A chat goes to the engine's chat route (TGI and infergate serve OpenAI's too): the engine renders
             # it with the model's own template.
             path, body = openai_wire.build_generation(request, name, strict=protocol != "openai")
+            if request.cache_salt is not None and protocol != "tgi":  # vLLM's and infergate's (TGI refuses it)
+                body["cache_salt"] = request.cache_salt
             return (f"/models/{name}{path}" if protocol == "infergate" else path), body
         return tgi_wire.build_generation(request, f"/models/{name}" if protocol == "infergate" else "")
 

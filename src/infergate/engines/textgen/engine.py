@@ -611,11 +611,12 @@ class TextGenEngine:
         assert self._runner is not None
         step = self._runner.exact_step
         tokens = seq.tokens[: len(seq.tokens) - 1]  # one token at least runs, for the logits of the next
+        salt = seq.request.cache_salt
         source: Entry | Sequence | None
-        source, found = self._prefix.find(tokens, block_hashes(tokens))
+        source, found = self._prefix.find(tokens, block_hashes(tokens, salt), salt)
         coming = 0
         for other in self._rows:
-            if other is seq:
+            if other is seq or other.request.cache_salt != salt:
                 continue
             shared = common_prefix(other.tokens, tokens)
             if shared < BLOCK:
@@ -667,10 +668,10 @@ class TextGenEngine:
             length = seq.exact - seq.exact % step
             if seq.row < 0 or length < BLOCK:
                 continue
-            tokens = seq.tokens[:length]
-            if self._prefix.wants(tokens, length * cache.bytes_per_token):
+            tokens, salt = seq.tokens[:length], seq.request.cache_salt
+            if self._prefix.wants(tokens, length * cache.bytes_per_token, salt):
                 saved, nbytes = cache.save(seq.row, length)
-                self._prefix.insert(tokens, saved, nbytes)
+                self._prefix.insert(tokens, saved, nbytes, salt)
 
     def _finish(self, finished: list[Sequence]) -> None:
         """Sequences that ended: keep what they computed, queue their answers to warm, free their rows."""

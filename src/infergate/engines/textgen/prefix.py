@@ -41,10 +41,10 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return lo
 
 
-def block_hashes(tokens: Sequence[int]) -> list[int]:
-    """The chained hash of each whole block of ``tokens``."""
+def block_hashes(tokens: Sequence[int], salt: str | None = None) -> list[int]:
+    """The chained hash of each whole block of ``tokens``, the chain started from the request's cache salt."""
     hashes: list[int] = []
-    previous = 0
+    previous = hash(salt)
     for start in range(0, len(tokens) - BLOCK + 1, BLOCK):
         previous = hash((previous, *tokens[start : start + BLOCK]))
         hashes.append(previous)
@@ -56,6 +56,7 @@ class Entry:
     tokens: list[int]
     saved: Any  # the runner's copy of positions 0 .. len(tokens)-1
     nbytes: int
+    salt: str | None = None  # only requests with the same cache salt use it
     hashes: list[int] = field(default_factory=list)
 
 
@@ -70,8 +71,9 @@ class PrefixCache:
     def enabled(self) -> bool:
         return self.budget_bytes > 0
 
-    def find(self, tokens: list[int], hashes: Sequence[int]) -> tuple[Entry | None, int]:
-        """The entry sharing the longest prefix with ``tokens`` (whose block hashes are ``hashes``), and its length.
+    def find(self, tokens: list[int], hashes: Sequence[int], salt: str | None = None) -> tuple[Entry | None, int]:
+        """The entry of ``salt`` sharing the longest prefix with ``tokens`` (whose block hashes are ``hashes``), and
+        its length.
 
         Does not count as a lookup: the engine reports what it used (:meth:`record`)."""
         last: list[Entry] | None = None
@@ -84,6 +86,8 @@ class PrefixCache:
             return None, 0
         best, length = None, 0
         for entry in last:
+            if entry.salt != salt:
+                continue  # a hash collision between salts: never served across them
             n = common_prefix(entry.tokens, tokens)
             if n > length:
                 best, length = entry, n
@@ -104,26 +108,30 @@ class PrefixCache:
             self.stats.hits += 1
             self.stats.hit_tokens += reused
 
-    def wants(self, tokens: list[int], nbytes: int) -> bool:
+    def wants(self, tokens: list[int], nbytes: int, salt: str | None = None) -> bool:
         """Whether ``tokens`` would be a new entry (long enough, within the budget, not inside a kept one)."""
         if len(tokens) < BLOCK or nbytes > self.budget_bytes:
             return False
-        entry, length = self.find(tokens, block_hashes(tokens))
+        entry, length = self.find(tokens, block_hashes(tokens, salt), salt)
         if entry is not None and length == len(tokens):
             self.touch(entry)  # already kept, as part of a longer sequence
             return False
         return True
 
-    def insert(self, tokens: list[int], saved: Any, nbytes: int) -> None:
-        hashes = block_hashes(tokens)
+    def insert(self, tokens: list[int], saved: Any, nbytes: int, salt: str | None = None) -> None:
+        hashes = block_hashes(tokens, salt)
         for h in hashes:  # entries this one continues are served by it from now on
             for old in list(self._by_block.get(h, ())):
-                if len(old.tokens) <= len(tokens) and common_prefix(old.tokens, tokens) == len(old.tokens):
+                if (
+                    old.salt == salt
+                    and len(old.tokens) <= len(tokens)
+                    and common_prefix(old.tokens, tokens) == len(old.tokens)
+                ):
                     self._drop(old)
         while self._entries and self.stats.bytes + nbytes > self.budget_bytes:
             self._drop(next(iter(self._entries.values())))
             self.stats.evictions += 1
-        entry = Entry(tokens, saved, nbytes, hashes)
+        entry = Entry(tokens, saved, nbytes, salt, hashes)
         self._entries[id(entry)] = entry
         for h in hashes:
             self._by_block.setdefault(h, []).append(entry)

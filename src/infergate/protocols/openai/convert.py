@@ -249,6 +249,7 @@ def build_request(
         sampling=sampling,
         stopping=stopping,
         truncate=wire.truncate_prompt_tokens,
+        cache_salt=wire.cache_salt,
         top_n_tokens=top_n,
         prefill_details=prefill_details,
         add_special_tokens=add_special_tokens,

@@ -42,7 +42,6 @@ IGNORED = frozenset(
         "request_id",  # vLLM: a caller-chosen id
         "priority",  # vLLM: scheduling priority; here the caller's tier sets it
         "spaces_between_special_tokens",  # vLLM: special tokens are never in the text here
-        "cache_salt",  # vLLM: prefix-cache isolation; there is no shared prefix cache
     }
 )
 

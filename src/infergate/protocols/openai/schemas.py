@@ -70,6 +70,8 @@ class _Sampling(_Wire):
     include_stop_str_in_output: bool | None = None
     truncate_prompt_tokens: int | None = Field(None, ge=1)
     do_sample: bool | None = None  # TGI's; false is greedy (huggingface.js sends TGI's parameters here)
+    # vLLM's: computed prompt prefixes are reused only between requests with the same salt
+    cache_salt: str | None = Field(None, min_length=1, max_length=256)
 
 
 class ChatCompletionRequest(_Sampling):
