@@ -4,7 +4,7 @@ tests/e2e/test_prefix_cache.py, on the real runners.)"""
 
 from __future__ import annotations
 
-from infergate.engines.textgen.prefix import BLOCK, PrefixCache, block_hashes, common_prefix
+from infergate.engines.textgen.prefix import BLOCK, PrefixCache, common_prefix
 
 
 def tokens(n: int, start: int = 0) -> list[int]:
@@ -12,7 +12,7 @@ def tokens(n: int, start: int = 0) -> list[int]:
 
 
 def find(cache: PrefixCache, wanted: list[int]) -> tuple[object, int]:
-    return cache.find(wanted, block_hashes(wanted))
+    return cache.find(wanted)
 
 
 def test_common_prefix_counts_shared_leading_tokens() -> None:
@@ -73,8 +73,8 @@ def test_clear_drops_everything_and_the_counts_follow() -> None:
 def test_a_salted_entry_is_found_only_with_its_salt() -> None:
     cache = PrefixCache(10_000)
     cache.insert(tokens(32), "a", 32, salt="tenant-a")
-    assert cache.find(tokens(32), block_hashes(tokens(32), "tenant-a"), "tenant-a")[1] == 32
-    assert cache.find(tokens(32), block_hashes(tokens(32), "tenant-b"), "tenant-b") == (None, 0)
+    assert cache.find(tokens(32), "tenant-a")[1] == 32
+    assert cache.find(tokens(32), "tenant-b") == (None, 0)
     assert find(cache, tokens(32)) == (None, 0)
     assert cache.wants(tokens(32), 32)  # unsalted, it is new
     cache.insert(tokens(32), "plain", 32)

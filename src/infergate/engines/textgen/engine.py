@@ -49,7 +49,7 @@ from infergate.engines.memory import return_freed_memory
 from infergate.engines.pool import ModelPool
 from infergate.engines.textgen import infill
 from infergate.engines.textgen.choice import RunnerLoader, choose_runner, runner_loader
-from infergate.engines.textgen.prefix import BLOCK, Entry, PrefixCache, block_hashes, common_prefix
+from infergate.engines.textgen.prefix import BLOCK, Entry, PrefixCache, common_prefix
 from infergate.engines.textgen.rows import ModelRunner, RowInput
 from infergate.engines.textgen.sequence import Outbox, Sequence, Vocabulary
 
@@ -613,7 +613,7 @@ class TextGenEngine:
         tokens = seq.tokens[: len(seq.tokens) - 1]  # one token at least runs, for the logits of the next
         salt = seq.request.cache_salt
         source: Entry | Sequence | None
-        source, found = self._prefix.find(tokens, block_hashes(tokens, salt), salt)
+        source, found = self._prefix.find(tokens, salt)
         coming = 0
         for other in self._rows:
             if other is seq or other.request.cache_salt != salt:

@@ -56,7 +56,7 @@ _BATCH = 512  # tokens per llama_decode call (llama.cpp's default); longer forwa
 # slightly differently depending on which of its sequence's tokens share its llama_decode call (logits moved by
 # up to 0.7 when a prompt was split elsewhere); with fixed blocks, a row that continues a prefix cut at a block
 # boundary gets the very logits of a row that computed it all, so the prefix cache is invisible in the output.
-# 64 costs 4% of prompt speed against 128-token calls (32: 14%), measured in bench/RESULTS.md.
+# 64 costs no measurable prompt speed against 128-token calls (32: 11-13%), measured in bench/RESULTS.md.
 _BLOCK = 64
 _MAX_SEQS = 256  # llama.cpp's LLAMA_MAX_SEQ
 _BYTES_F16 = 2  # the KV cache's element size (llama.cpp's default, f16)

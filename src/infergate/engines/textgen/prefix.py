@@ -71,13 +71,12 @@ class PrefixCache:
     def enabled(self) -> bool:
         return self.budget_bytes > 0
 
-    def find(self, tokens: list[int], hashes: Sequence[int], salt: str | None = None) -> tuple[Entry | None, int]:
-        """The entry of ``salt`` sharing the longest prefix with ``tokens`` (whose block hashes are ``hashes``), and
-        its length.
+    def find(self, tokens: list[int], salt: str | None = None) -> tuple[Entry | None, int]:
+        """The entry of ``salt`` sharing the longest prefix with ``tokens``, and its length.
 
         Does not count as a lookup: the engine reports what it used (:meth:`record`)."""
         last: list[Entry] | None = None
-        for h in hashes:
+        for h in block_hashes(tokens, salt):
             found = self._by_block.get(h)
             if not found:
                 break
@@ -112,7 +111,7 @@ class PrefixCache:
         """Whether ``tokens`` would be a new entry (long enough, within the budget, not inside a kept one)."""
         if len(tokens) < BLOCK or nbytes > self.budget_bytes:
             return False
-        entry, length = self.find(tokens, block_hashes(tokens, salt), salt)
+        entry, length = self.find(tokens, salt)
         if entry is not None and length == len(tokens):
             self.touch(entry)  # already kept, as part of a longer sequence
             return False
