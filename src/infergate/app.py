@@ -122,6 +122,7 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
                 kv_cache_mb=settings.engine.kv_cache_mb,
                 prefill_chunk=settings.engine.prefill_chunk,
                 prefix_cache_mb=settings.engine.prefix_cache_mb,
+                max_grammar_kb=settings.engine.max_grammar_kb,
                 pool=pool,
             )
         else:

@@ -83,6 +83,10 @@ class EngineSettings(_Strict):
     # "user" (each user's own, and each anonymous address's: nobody can tell from the speed of an answer or its
     # `cached_tokens` what another caller sent). A request's `cache_salt` narrows it further either way.
     prefix_cache_scope: Literal["shared", "user"] = "shared"
+    # The largest grammar a request may constrain its output with (a JSON schema, regex or Lark grammar, or the
+    # tools of a call): bigger ones are refused with a 422. A grammar compiles in a thread of its own, so a large
+    # one delays only its own request.
+    max_grammar_kb: int = Field(64, ge=1)
     # Memory for all loaded models together (weights, plus each chat model's KV cache budget). Past it, the
     # least recently used idle models are unloaded (they load again on their next request). None: no limit.
     model_memory_mb: int | None = Field(None, ge=1)

@@ -282,8 +282,7 @@ def test_hub_chat_completion_with_its_parameters(server: Server) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-        ({"response_format": {"type": "json_object"}}, "response_format"),
+        ({"functions": [{"name": "f", "parameters": {}}]}, "functions"),
         ({"modalities": ["text", "audio"], "audio": {"voice": "alloy", "format": "wav"}}, "audio"),
         ({"reasoning_effort": "low"}, "reasoning_effort"),
     ],

@@ -65,11 +65,15 @@ RULES = [
         id="truncate-too-big",
     ),
     pytest.param(
-        {"grammar": {"type": "json", "value": {"properties": {"a": {"type": "string"}}}}},
-        "grammar is not supported",
+        {"grammar": {"type": "xml", "value": "<a/>"}},
+        'grammar is not valid: unknown type "xml"; use "json", "json_object", "json_schema" or "regex"',
+        id="grammar-type",
+    ),
+    pytest.param(
+        {"grammar": {"type": "json", "value": {"type": "nonsense"}}},
+        "the json grammar cannot be compiled: Invalid type: nonsense; fix it, or leave out what the message names",
         id="grammar-json",
     ),
-    pytest.param({"grammar": {"type": "regex", "value": "[ab]+"}}, "grammar is not supported", id="grammar-regex"),
 ]
 
 

@@ -253,10 +253,12 @@ def _openai_logit_bias(body: dict[str, Any], route: str) -> None:
 
 
 def _openai_unsupported(body: dict[str, Any], route: str) -> None:
-    """tools must be empty, response_format's type "text", best_of 1 (not supported by this server)."""
-    body.pop("tools", None)
-    body.pop("response_format", None)
-    body.pop("best_of", None)
+    """No tools or response_format (drawn at random they are refused by checks of their own, tested elsewhere),
+    best_of 1 (not supported by this server)."""
+    for name in ("tools", "tool_choice", "response_format", "guided_json", "guided_regex", "guided_choice"):
+        body.pop(name, None)
+    for name in ("guided_grammar", "structured_outputs", "grammar", "best_of"):
+        body.pop(name, None)
 
 
 def _openai_top_logprobs(body: dict[str, Any], route: str) -> None:

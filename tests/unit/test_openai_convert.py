@@ -9,6 +9,7 @@ import pytest
 from infergate.core.engine import ModelLimits
 from infergate.core.errors import BadRequestError, ValidationError
 from infergate.core.outputs import GenerationResult, Token
+from infergate.core.requests import Grammar, ToolChoice
 from infergate.protocols.openai.convert import (
     ChatCall,
     CompletionCall,
@@ -99,21 +100,57 @@ def refused(**fields: Any) -> BadRequestError:
     return info.value
 
 
-def test_tools_rejected() -> None:
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
-    error = refused(tools=tools)
-    assert "`tools`" in str(error) and error.param == "tools"
+TOOLS = [
+    {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}},
+    {"type": "function", "function": {"name": "g"}},
+]
 
 
-@pytest.mark.parametrize("kind", ["json_object", "json_schema"])
-def test_json_response_format_rejected_clearly(kind: str) -> None:
-    error = refused(response_format={"type": kind})
-    assert "`response_format`" in str(error) and "not supported" in str(error)
-    assert error.param == "response_format"
+def test_tools_reach_the_request_with_the_choice() -> None:
+    request = chat(tools=TOOLS).requests[0]
+    assert request.tools == tuple(TOOLS) and request.tool_choice == ToolChoice("auto")
+    named = chat(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "g"}}, parallel_tool_calls=False)
+    assert named.requests[0].tool_choice == ToolChoice("required", "g", parallel=False)
+    assert chat(tools=TOOLS, tool_choice="g").requests[0].tool_choice.name == "g"  # TGI's form: the bare name
 
 
-def test_text_response_format_accepted() -> None:
-    assert chat(response_format={"type": "text"}).n == 1  # accepted: plain text is what the server answers
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tools": [{"type": "retrieval"}]}, "tools[0]"),
+        ({"tools": [{"type": "function", "function": {"name": "has space"}}]}, "tools[0].function.name"),
+        ({"tools": TOOLS, "tool_choice": "h"}, "tool_choice"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": TOOLS, "response_format": {"type": "json_object"}}, "response_format"),
+        ({"response_format": {"type": "xml"}}, "response_format"),
+        ({"guided_json": {"type": "object"}, "guided_regex": "a+"}, "guided_regex"),
+        ({"guided_choice": []}, "guided_choice"),
+    ],
+)
+def test_bad_tools_and_formats_name_their_field(fields: dict[str, Any], param: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        chat(**fields)
+    assert info.value.param == param
+
+
+@pytest.mark.parametrize(
+    ("fields", "grammar"),
+    [
+        ({"response_format": {"type": "text"}}, None),
+        ({"response_format": {"type": "json_object"}}, Grammar("json", '{"type": "object"}')),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "integer"}}}},
+            Grammar("json", '{"type": "integer"}'),
+        ),
+        ({"response_format": {"type": "json", "value": '{"type": "string"}'}}, Grammar("json", '{"type": "string"}')),
+        ({"response_format": {"type": "regex", "value": "a+"}}, Grammar("regex", "a+")),
+        ({"guided_choice": ["yes", "no"]}, Grammar("lark", 'start: "yes" | "no"')),
+        ({"guided_grammar": "root ::= [a-z]+"}, Grammar("gbnf", "root ::= [a-z]+")),
+        ({"structured_outputs": {"regex": "[0-9]+"}}, Grammar("regex", "[0-9]+")),
+    ],
+)
+def test_every_way_to_ask_for_a_shape(fields: dict[str, Any], grammar: Grammar | None) -> None:
+    assert chat(**fields).requests[0].grammar == grammar
 
 
 def test_suffix_is_kept_for_the_infill_prompt() -> None:
@@ -250,9 +287,7 @@ def test_every_field_clients_send_is_known() -> None:
         ("modalities", ["text", "audio"]),
         ("reasoning_effort", "low"),
         ("web_search_options", {}),
-        ("tool_choice", "required"),
         ("functions", [{"name": "f"}]),
-        ("guided_json", {"type": "object"}),
         ("use_beam_search", True),
         ("echo", True),
     ],

@@ -85,7 +85,15 @@ def rejects(
         ({"top_n_tokens": -1}, "`top_n_tokens` must be >= 0 and <= 5. Given: -1"),
         ({"truncate": 0}, "`truncate` must be strictly positive and less than 8191. Given: 0"),
         ({"truncate": 8192}, "`truncate` must be strictly positive and less than 8191. Given: 8192"),
-        ({"grammar": {"type": "json", "value": {"properties": {}}}}, "grammar is not supported"),
+        (
+            {"grammar": {"type": "regex"}},
+            "`grammar` must be a non-empty string",
+        ),
+        (
+            {"grammar": {"type": "json", "value": "{not json"}},
+            "`grammar` is not valid JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1); "
+            "send the schema as a JSON object",
+        ),
     ],
 )
 def test_rule_message(parameters: dict[str, Any], message: str) -> None:

@@ -14,6 +14,7 @@ __all__ = [
     "PromptInfo",
     "StepEvent",
     "Token",
+    "ToolCall",
     "collect",
 ]
 
@@ -44,6 +45,15 @@ class Token:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call of one of the request's tools, as the model made it: ``arguments`` is a JSON object, as text."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class PromptInfo:
     """First event of every generation: the prompt as the model saw it.
 
@@ -66,7 +76,9 @@ class StepEvent:
     """One generated token. ``text`` is the new text it adds (may be empty while a character or a possible
     stop sequence is incomplete); the last event of a generation has ``finish_reason`` set. A remote engine
     that learns the prompt's length only at the end of a stream puts it in the last event's ``prompt_tokens``
-    (and the prompt tokens the engine had cached in ``cached_tokens``)."""
+    (and the prompt tokens the engine had cached in ``cached_tokens``). The model's tool calls come whole, in
+    the last event's ``tool_calls`` (its ``finish_reason`` is then "tool_calls"); the text of a call is never
+    part of ``text``."""
 
     index: int
     token: Token
@@ -75,6 +87,7 @@ class StepEvent:
     finish_reason: FinishReason | None = None
     prompt_tokens: int | None = None
     cached_tokens: int | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 @dataclass(slots=True)
@@ -89,6 +102,7 @@ class GenerationResult:
     prefill_pieces: tuple[str, ...] = ()
     prefill_top: tuple[tuple[Token, ...], ...] = ()
     cached_tokens: int | None = None
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
     @property
     def generated_tokens(self) -> int:
@@ -129,6 +143,7 @@ async def collect(events: AsyncIterator[PromptInfo | StepEvent]) -> GenerationRe
             result.input_length = event.prompt_tokens
         if event.cached_tokens is not None:
             result.cached_tokens = event.cached_tokens
+        result.tool_calls += event.tool_calls
     if result is None or info is None:
         raise RuntimeError("generation ended before it started")
     result.text = "".join(parts)

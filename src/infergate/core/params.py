@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 __all__ = ["FinishReason", "SamplingParams", "StoppingParams"]
 
 # TGI's finish reasons; protocol adapters map them to their own words.
-FinishReason = str  # "length" | "eos_token" | "stop_sequence"
+FinishReason = str  # "length" | "eos_token" | "stop_sequence" | "tool_calls"
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,29 @@ from typing import Any
 
 from infergate.core.params import SamplingParams, StoppingParams
 
-__all__ = ["EmbedRequest", "GenerationRequest", "ImageRequest"]
+__all__ = ["EmbedRequest", "GenerationRequest", "Grammar", "ImageRequest", "ToolChoice"]
+
+
+@dataclass(frozen=True, slots=True)
+class Grammar:
+    """A shape the generated text must have, enforced token by token (constrained decoding).
+
+    ``kind``: "json" (``value`` is a JSON schema, as JSON text; ``{}`` or ``{"type": "object"}`` for any JSON
+    value or object), "regex" (the whole output matches it) or "lark" (a context-free grammar in Lark syntax,
+    llguidance's dialect, which may embed JSON schemas with ``%json {...}``)."""
+
+    kind: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolChoice:
+    """Whether the model may or must call one of the request's tools: ``mode`` "auto" (it decides), "required"
+    (at least one call) or "none"; ``name`` forces a call of that function."""
+
+    mode: str = "auto"
+    name: str | None = None
+    parallel: bool = True  # several calls in one answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +47,9 @@ class GenerationRequest:
     The engine formats prompts because only it knows the model's template and special tokens.
     ``cache_salt`` (vLLM's name): the engine reuses computed prompt prefixes only between requests with the same
     salt, so that one caller cannot learn from its own speed or ``cached_tokens`` what another one sent.
+    ``grammar`` constrains the output (structured outputs). ``tools`` are OpenAI function definitions
+    (``{"type": "function", "function": {"name", "description", "parameters"}}``) that the chat template presents
+    to the model; the engine recognises the model's calls of them and returns them as tool calls.
     """
 
     prompt: str
@@ -40,6 +65,9 @@ class GenerationRequest:
     add_generation_prompt: bool = True
     suffix: str | None = None
     cache_salt: str | None = None
+    grammar: Grammar | None = None
+    tools: tuple[dict[str, Any], ...] | None = None
+    tool_choice: ToolChoice = field(default_factory=ToolChoice)
 
 
 @dataclass(frozen=True, slots=True)

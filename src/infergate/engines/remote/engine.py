@@ -233,6 +233,10 @@ class RemoteEngine:
             path, body = openai_wire.build_generation(request, name, strict=protocol != "openai")
             if request.cache_salt is not None and protocol != "tgi":  # vLLM's and infergate's (TGI refuses it)
                 body["cache_salt"] = request.cache_salt
+            if request.grammar is not None and protocol == "tgi":  # TGI's chat takes its own grammar form
+                for field in ("response_format", "guided_json", "guided_regex", "guided_grammar"):
+                    body.pop(field, None)
+                body["response_format"] = tgi_wire.grammar_param(request.grammar)
             return (f"/models/{name}{path}" if protocol == "infergate" else path), body
         return tgi_wire.build_generation(request, f"/models/{name}" if protocol == "infergate" else "")
 
@@ -249,6 +253,7 @@ class RemoteEngine:
         stops = request.stopping.stop
         trim = _StopTrim(stops) if stops and not request.stopping.include_stop_in_output else None
         top_n = request.top_n_tokens
+        calls = openai_wire.ToolCallDeltas()
 
         async def everything() -> AsyncIterator[Piece]:
             yield first
@@ -259,6 +264,7 @@ class RemoteEngine:
             async for piece in everything():
                 if piece.prompt_tokens is not None:
                     prompt_tokens, cached_tokens = piece.prompt_tokens, piece.cached_tokens
+                calls.add(piece.tool_deltas)
                 if piece.token is None and piece.finish_reason is None:
                     continue  # usage only
                 if piece.token is None and pending is not None:  # a finish reason for the last token
@@ -281,6 +287,9 @@ class RemoteEngine:
             )
         pending = self._with_stop(pending, request, attempt.stop_reason)
         event = self._event(index + 1, pending, trim, pending.finish_reason, top_n)
+        made = calls.calls()
+        if made:  # an engine's calls come whole in the last event, as the local engine sends them
+            event = replace(event, finish_reason="tool_calls", tool_calls=made)
         yield replace(event, prompt_tokens=prompt_tokens, cached_tokens=cached_tokens)
 
     @staticmethod

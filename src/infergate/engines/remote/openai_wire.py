@@ -12,14 +12,15 @@ Sampling names beyond OpenAI's (``top_k``, ``min_p``, ``repetition_penalty``, ``
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from infergate.core.errors import ValidationError
-from infergate.core.outputs import Token
-from infergate.core.requests import GenerationRequest
+from infergate.core.outputs import Token, ToolCall
+from infergate.core.requests import GenerationRequest, Grammar
 
-__all__ = ["Piece", "build_generation", "parse_chunk", "UNKNOWN_TOKEN_ID"]
+__all__ = ["Piece", "ToolCallDeltas", "build_generation", "parse_chunk", "UNKNOWN_TOKEN_ID"]
 
 UNKNOWN_TOKEN_ID = -1  # OpenAI responses carry token texts, not ids
 
@@ -37,6 +38,32 @@ class Piece:
     prompt_tokens: int | None = None
     generated_tokens: int | None = None
     cached_tokens: int | None = None
+    tool_deltas: tuple[dict[str, Any], ...] = ()  # a chat stream's `delta.tool_calls`
+
+
+class ToolCallDeltas:
+    """A chat stream's tool calls, assembled from their deltas (the first of a call has its id and name, the
+    rest more of its arguments), by their ``index``."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+
+    def add(self, deltas: tuple[dict[str, Any], ...]) -> None:
+        for delta in deltas:
+            call = self._calls.setdefault(int(delta.get("index", len(self._calls))), {"arguments": ""})
+            function = delta.get("function") or {}
+            if delta.get("id"):
+                call["id"] = str(delta["id"])
+            if function.get("name"):
+                call["name"] = str(function["name"])
+            arguments = function.get("arguments")
+            call["arguments"] += arguments if isinstance(arguments, str) else json.dumps(arguments or {})
+
+    def calls(self) -> tuple[ToolCall, ...]:
+        return tuple(
+            ToolCall(c.get("id") or f"call_{i}", c.get("name", ""), c["arguments"] or "{}")
+            for i, c in sorted(self._calls.items())
+        )
 
 
 def build_generation(request: GenerationRequest, model: str, strict: bool = False) -> tuple[str, dict[str, Any]]:
@@ -59,6 +86,14 @@ def build_generation(request: GenerationRequest, model: str, strict: bool = Fals
         if not request.add_generation_prompt:
             body["add_generation_prompt"] = False  # vLLM's name; a final assistant message is continued
             body["continue_final_message"] = True
+        if request.tools:
+            body["tools"] = list(request.tools)
+            choice = request.tool_choice
+            body["tool_choice"] = (
+                {"type": "function", "function": {"name": choice.name}} if choice.name is not None else choice.mode
+            )
+            if not choice.parallel:
+                body["parallel_tool_calls"] = False
     else:
         path = "/v1/completions"
         body["prompt"] = list(request.prompt_ids) if request.prompt_ids is not None else request.prompt
@@ -94,7 +129,32 @@ def build_generation(request: GenerationRequest, model: str, strict: bool = Fals
         body["ignore_eos"] = True
     if request.truncate is not None:
         body["truncate_prompt_tokens"] = request.truncate
+    if request.grammar is not None:
+        body |= _grammar_fields(request.grammar, chat=request.messages is not None, strict=strict)
     return path, body
+
+
+def _grammar_fields(grammar: Grammar, *, chat: bool, strict: bool) -> dict[str, Any]:
+    """A grammar in the fields OpenAI-compatible engines read: OpenAI's `response_format` for a JSON schema on a
+    chat (vLLM, SGLang, llama.cpp's server, Ollama, infergate), vLLM's `guided_*` otherwise (infergate reads
+    them too); llama.cpp's server reads its own `json_schema` and `grammar` (GBNF)."""
+    if grammar.kind == "json":
+        schema = json.loads(grammar.value)
+        if chat:
+            fields: dict[str, Any] = {
+                "response_format": {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+            }
+        else:
+            fields = {"guided_json": schema}
+        if not strict:
+            fields["json_schema"] = schema
+        return fields
+    if grammar.kind == "regex":
+        return {"guided_regex": grammar.value}
+    fields = {"guided_grammar": grammar.value}
+    if grammar.kind == "gbnf" and not strict:
+        fields["grammar"] = grammar.value
+    return fields
 
 
 def build_embeddings(inputs: list[str], model: str, dimensions: int | None) -> tuple[str, dict[str, Any]]:
@@ -116,8 +176,11 @@ def parse_chunk(chunk: dict[str, Any], stops: tuple[str, ...]) -> list[Piece]:
     usage = chunk.get("usage")
     for choice in chunk.get("choices") or ():
         text = choice.get("text")
+        delta = choice.get("delta") or choice.get("message") or {}
         if text is None:
-            text = (choice.get("delta") or {}).get("content") or ""
+            text = delta.get("content") or ""
+        if delta.get("tool_calls"):
+            pieces.append(Piece(tool_deltas=tuple(delta["tool_calls"])))
         tokens = _tokens(choice.get("logprobs"))
         finish = _finish(choice, stops)
         if tokens and "".join(t.text for t, _ in tokens) == text:
@@ -150,8 +213,8 @@ def _finish(choice: dict[str, Any], stops: tuple[str, ...]) -> str | None:
     reason = choice.get("finish_reason")
     if reason is None:
         return None
-    if reason == "length":
-        return "length"
+    if reason in ("length", "tool_calls"):
+        return str(reason)
     if "stop_reason" in choice:
         return "stop_sequence" if isinstance(choice["stop_reason"], str) else "eos_token"
     return "stop_sequence" if stops else "eos_token"

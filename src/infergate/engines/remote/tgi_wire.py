@@ -8,14 +8,15 @@ way. `decoder_input_details` works only without streaming in TGI, so such a requ
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from infergate.core.errors import ValidationError
 from infergate.core.outputs import Token
-from infergate.core.requests import GenerationRequest
+from infergate.core.requests import GenerationRequest, Grammar
 from infergate.engines.remote.openai_wire import Piece
 
-__all__ = ["build_generation", "parse_event", "parse_response"]
+__all__ = ["build_generation", "grammar_param", "parse_event", "parse_response"]
 
 
 def build_generation(request: GenerationRequest, prefix: str) -> tuple[str, dict[str, Any]]:
@@ -61,11 +62,26 @@ def build_generation(request: GenerationRequest, prefix: str) -> tuple[str, dict
         params["truncate"] = request.truncate
     if request.top_n_tokens:
         params["top_n_tokens"] = request.top_n_tokens
+    if request.grammar is not None:
+        params["grammar"] = grammar_param(request.grammar)
     body: dict[str, Any] = {"inputs": request.prompt, "parameters": params}
     if request.prefill_details:
         params["decoder_input_details"] = True
         return f"{prefix}/generate", body
     return f"{prefix}/generate_stream", body
+
+
+def grammar_param(grammar: Grammar) -> dict[str, Any]:
+    """TGI's grammar parameter: a JSON schema or a regex (TGI takes no other grammars)."""
+    if grammar.kind == "json":
+        return {"type": "json", "value": json.loads(grammar.value)}
+    if grammar.kind == "regex":
+        return {"type": "regex", "value": grammar.value}
+    raise ValidationError(
+        f"this model is served by a TGI engine, whose grammars are JSON schemas and regexes, not {grammar.kind}; "
+        "send a JSON schema or a regex",
+        param="grammar",
+    )
 
 
 def _token(raw: dict[str, Any]) -> Token:

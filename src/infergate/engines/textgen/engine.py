@@ -47,11 +47,13 @@ from infergate.core.tasks import TEXT_GENERATION
 from infergate.engines.lifecycle import ModelLoad
 from infergate.engines.memory import return_freed_memory
 from infergate.engines.pool import ModelPool
-from infergate.engines.textgen import infill
+from infergate.engines.textgen import infill, tools
 from infergate.engines.textgen.choice import RunnerLoader, choose_runner, runner_loader
+from infergate.engines.textgen.constrain import GrammarCompiler
 from infergate.engines.textgen.prefix import BLOCK, Entry, PrefixCache, common_prefix
 from infergate.engines.textgen.rows import ModelRunner, RowInput
 from infergate.engines.textgen.sequence import Outbox, Sequence, Vocabulary
+from infergate.engines.textgen.stopping import StopMatcher
 
 __all__ = ["TextGenEngine"]
 
@@ -98,6 +100,7 @@ class TextGenEngine:
         pool: ModelPool | None = None,
         infill_format: str = "auto",
         runner: str = "auto",
+        max_grammar_kb: int = 64,
     ) -> None:
         self.model_id = model_id
         self.source = source
@@ -120,6 +123,8 @@ class TextGenEngine:
         self._vocab: Vocabulary | None = None
         self._infill: infill.InfillFormat | None = None
         self._infill_setting = infill_format
+        self._max_grammar_bytes = max_grammar_kb * 1024
+        self._grammars: GrammarCompiler | None = None
         self._budget_tokens = 0  # rows x positions the KV cache may hold
         self._step = _CAPACITY_STEP
         self._limits = ModelLimits(max_total_tokens=max_total_tokens or 0, max_input_tokens=0)
@@ -205,6 +210,7 @@ class TextGenEngine:
         )
         self.compute_type = "gpu" if runner.device == "cuda" else "cpu"
         self._prefix.clear()  # saved caches of another load mean nothing to this one
+        self._grammars = GrammarCompiler(tok, runner.vocab_size, eos_ids, self._max_grammar_bytes)
         self._runner = runner
 
     # -- queries -----------------------------------------------------------------------------------------
@@ -232,15 +238,28 @@ class TextGenEngine:
         return runner
 
     # -- tokenizer services ------------------------------------------------------------------------------
-    async def render_chat(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    async def render_chat(
+        self,
+        messages: list[dict[str, Any]],
+        add_generation_prompt: bool = True,
+        tool_list: tuple[dict[str, Any], ...] = (),
+    ) -> str:
+        """The conversation as the model's chat template writes it, with ``tool_list`` presented to the model
+        (by the template when it takes tools in the format parsed here, else in a system message)."""
         tok = self._check_ready().tokenizer
         if not tok.chat_template:
             raise ValidationError(
                 f"model {self.model_id} has no chat template; send a prompt you format yourself to "
                 f"POST /models/{self.model_id}"
             )
+        own = tools.template_takes_tools(tok.chat_template)
+        messages = tools.prepare_messages(messages, tool_list, own)
+        extra: dict[str, Any] = {"tools": list(tool_list)} if own and tool_list else {}
         try:
-            return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt))
+            rendered = tok.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt, **extra
+            )
+            return str(rendered)
         except Exception as exc:  # jinja errors: the messages do not fit this model's template
             raise ValidationError(
                 f"the chat template of {self.model_id} rejected the messages: {exc}", param="messages"
@@ -281,7 +300,9 @@ class TextGenEngine:
         else:
             prompt = request.prompt
             if request.messages is not None:
-                prompt = await self.render_chat(list(request.messages), request.add_generation_prompt)
+                prompt = await self.render_chat(
+                    list(request.messages), request.add_generation_prompt, self._tools(request)
+                )
             elif request.suffix is not None:
                 prompt = await self.infill_prompt(request.prompt, request.suffix)
             ids = await asyncio.to_thread(
@@ -289,6 +310,7 @@ class TextGenEngine:
             )
         ids, max_new = self._fit(ids, request)
         seq = Sequence(request, len(ids), ids, max_new, asyncio.get_running_loop(), asyncio.Queue(), self._outbox)
+        await self._constrain(seq)
         with self._cond:
             if self._stopping:
                 raise ShuttingDownError()
@@ -308,6 +330,26 @@ class TextGenEngine:
                     return
         finally:
             seq.cancelled = True  # the step loop drops it (and its KV cache) at the next step
+
+    @staticmethod
+    def _tools(request: GenerationRequest) -> tuple[dict[str, Any], ...]:
+        return request.tools or () if request.tool_choice.mode != "none" else ()
+
+    async def _constrain(self, seq: Sequence) -> None:
+        """Compile the sequence's grammar (or its tool calls'), in a thread: a large schema takes a while, and
+        the step loop must not wait for it."""
+        assert self._grammars is not None
+        request, grammars = seq.request, self._grammars
+        if request.grammar is not None:
+            seq.grammar = await asyncio.to_thread(grammars.compile, request.grammar)
+        listed = self._tools(request)
+        if not listed:
+            return
+        calls = await asyncio.to_thread(grammars.compile, tools.call_grammar(listed, request.tool_choice))
+        if request.tool_choice.mode == "auto" and request.tool_choice.name is None:
+            seq.call_grammar, seq.opener = calls, StopMatcher((tools.OPEN,), include_stop=False)
+        else:
+            seq.grammar, seq.call_text = calls, ""
 
     def _fit(self, ids: list[int], request: GenerationRequest) -> tuple[list[int], int]:
         """Apply ``truncate`` and check the prompt against the context with TGI's messages."""

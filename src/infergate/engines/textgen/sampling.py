@@ -77,9 +77,13 @@ class TokenChooser:
     def _history_tensor(self) -> torch.LongTensor:
         return torch.tensor([self._history], dtype=torch.long)  # type: ignore[return-value]
 
-    def choose(self, logits: torch.Tensor) -> Choice:
-        """Pick the next token from ``logits`` ([vocab], float32, on any device) and record it."""
+    def choose(self, logits: torch.Tensor, allowed: torch.Tensor | None = None) -> Choice:
+        """Pick the next token from ``logits`` ([vocab], float32, on any device) and record it. ``allowed``
+        (bool, [vocab]): the only tokens it may be (a grammar's); the logprobs are those of the masked scores,
+        as vLLM reports them."""
         scores = logits.detach().to("cpu", torch.float32).unsqueeze(0)
+        if allowed is not None:
+            scores = scores.masked_fill(~allowed[: scores.shape[-1]], float("-inf"))
         if self._bias is not None:
             scores = scores + self._bias
         if self._penalties:

@@ -16,8 +16,11 @@ from typing import Any
 
 import torch
 
-from infergate.core.outputs import PromptInfo, StepEvent, Token
+from infergate.core.errors import GenerationError
+from infergate.core.outputs import PromptInfo, StepEvent, Token, ToolCall
 from infergate.core.requests import GenerationRequest
+from infergate.engines.textgen import tools
+from infergate.engines.textgen.constrain import Constraint
 from infergate.engines.textgen.detokenize import IncrementalDetokenizer
 from infergate.engines.textgen.sampling import TokenChooser
 from infergate.engines.textgen.stopping import StopMatcher
@@ -100,6 +103,13 @@ class Sequence:
     chooser: TokenChooser | None = None
     detok: IncrementalDetokenizer | None = None
     stopper: StopMatcher | None = None
+    # Constrained decoding: ``grammar`` masks every next token while set. With tools, ``call_text`` (not None once
+    # the model is in a call) collects the calls' text instead of the answer's; ``opener`` watches an "auto"
+    # answer for the model opening a call, which starts ``call_grammar``.
+    grammar: Constraint | None = None
+    call_grammar: Constraint | None = None
+    call_text: str | None = None
+    opener: StopMatcher | None = None
     prompt_logprobs: list[float | None] = field(default_factory=list)
     prompt_tops: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
     order: int = field(default_factory=lambda: next(_order))
@@ -171,7 +181,13 @@ class Sequence:
     def advance(self, logits: torch.Tensor, vocab: Vocabulary) -> bool:
         """Choose the next token from ``logits`` and send it; True when the sequence is finished."""
         assert self.chooser is not None and self.detok is not None and self.stopper is not None
-        choice = self.chooser.choose(logits)
+        try:
+            choice = self.chooser.choose(logits, self.grammar.allowed() if self.grammar is not None else None)
+            if self.grammar is not None:
+                self.grammar.take(choice.token_id)
+        except RuntimeError as exc:  # the grammar and the vocabulary disagree: this sequence ends, not the step
+            self.post(GenerationError(f"constrained decoding failed: {exc}"))
+            return True
         self.generated += 1
         self.tokens.append(choice.token_id)
         special = choice.token_id in vocab.special_ids
@@ -183,15 +199,56 @@ class Sequence:
                 finish = "stop_sequence"
         if finish is None and choice.token_id in vocab.eos_ids and not self.request.stopping.ignore_eos:
             finish = "eos_token"
+        if finish is None and self.grammar is not None and self.grammar.done:
+            finish = "eos_token"  # the grammar admits nothing more
         if finish is None and self.generated >= self.max_new_tokens:
             finish = "length"
         if finish is not None and finish != "stop_sequence":
             text += self.stopper.push(self.detok.flush())[0] + self.stopper.flush()
+        text = self._watch_calls(text, vocab, finish is not None)
+        calls: tuple[ToolCall, ...] = ()
+        if finish is not None and self.call_text is not None:
+            parsed, whole = tools.parse_calls(self.call_text)
+            if not parsed:  # a call that is not one is an error, never text passed on as the answer
+                self.post(GenerationError(_cut_call(finish, self.max_new_tokens)))
+                return True
+            # Calls cut short by max_tokens after whole ones: the whole ones, and "length" says the rest was cut.
+            calls, finish = tuple(parsed), "tool_calls" if whole else finish
         # A token's text is what it adds to the output (TGI's decode_token), or its literal form if special.
         if special:
             token = vocab.token(choice.token_id, choice.logprob)
         else:
             token = Token(choice.token_id, text, choice.logprob, False)
         top = tuple(vocab.token(i, lp) for i, lp in choice.top)
-        self.post(StepEvent(self.generated, token, text, top, finish))
+        self.post(StepEvent(self.generated, token, text, top, finish, tool_calls=calls))
         return finish is not None
+
+    def _watch_calls(self, text: str, vocab: Vocabulary, last: bool) -> str:
+        """The answer's share of ``text``: a call's text is kept apart; text that may open a call waits."""
+        if self.call_text is not None:
+            self.call_text += text
+            return ""
+        if self.opener is None:
+            return text
+        text, opened = self.opener.push(text)
+        if opened:
+            self.call_text = tools.OPEN + self.opener.after
+            self.grammar, self.call_grammar = self.call_grammar, None
+            if self.grammar is not None:  # what the model wrote of the call so far goes through the grammar too
+                ids = vocab.tokenizer(self.call_text, add_special_tokens=False).input_ids
+                try:
+                    self.grammar.feed(list(ids))
+                except RuntimeError:
+                    self.grammar = None  # the call is still parsed, and refused at the end if malformed
+        elif last:
+            text += self.opener.flush()
+        return text
+
+
+def _cut_call(finish: str, max_new_tokens: int) -> str:
+    if finish == "length":
+        return (
+            f"the model's tool call was cut off at max_tokens ({max_new_tokens}) before it was complete; "
+            "send a larger max_tokens"
+        )
+    return "the model's tool call was cut off by a stop sequence before it was complete; leave `stop` out"

@@ -15,6 +15,7 @@ class StopMatcher:
         self._stops = tuple(s for s in stops if s)
         self._include = include_stop
         self._pending = ""
+        self.after = ""  # the text that followed the stop sequence in what was pushed (a tool call's start)
 
     def push(self, text: str) -> tuple[str, bool]:
         """Add new text; return (text safe to emit now, whether a stop sequence ended the sequence)."""
@@ -28,6 +29,7 @@ class StopMatcher:
         if hit is not None:
             index, stop = hit
             out = self._pending[: index + (len(stop) if self._include else 0)]
+            self.after = self._pending[index + len(stop) :]
             self._pending = ""
             return out, True
         hold = self._partial_suffix()

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass, replace
@@ -12,9 +13,10 @@ from typing import Any
 from infergate import __version__
 from infergate.core.engine import ModelLimits
 from infergate.core.errors import BadRequestError, ValidationError
-from infergate.core.outputs import GenerationResult, Token
+from infergate.core.outputs import GenerationResult, Token, ToolCall
 from infergate.core.params import SamplingParams, StoppingParams
-from infergate.core.requests import GenerationRequest
+from infergate.core.requests import GenerationRequest, Grammar, ToolChoice
+from infergate.protocols import grammar as grammars
 from infergate.protocols.openai.fields import CHAT_REFUSED, COMPLETION_REFUSED, check_fields, lift_tgi_parameters
 from infergate.protocols.openai.schemas import ChatCompletionRequest, CompletionRequest, _Sampling
 from infergate.protocols.wire import parse_wire
@@ -61,6 +63,7 @@ class ChatCall:
     top_logprobs: int
     requests: tuple[GenerationRequest, ...]
     characters: int  # of the messages' content, for x-compute-characters
+    tools: bool = False  # the model may answer with tool calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +96,13 @@ def parse_chat(body: Any, limits: ModelLimits) -> ChatCall:
         raise ValidationError("`top_logprobs` needs `logprobs: true`", param="top_logprobs")
     _check_common(wire, limits)
     messages = messages_for_template(wire)
+    tools, choice = _tools(wire)
+    if tools and choice.mode != "none" and wire_grammar(wire) is not None:
+        raise ValidationError(
+            "`response_format` (or another grammar) cannot be combined with `tools` here: an answer is either "
+            'tool calls or text in that format. Leave one out, or send `tool_choice: "none"`',
+            param="response_format",
+        )
     base = build_request(
         wire,
         "",
@@ -102,6 +112,7 @@ def parse_chat(body: Any, limits: ModelLimits) -> ChatCall:
         messages=messages,
         add_generation_prompt=wire.add_generation_prompt is not False,
     )
+    base = replace(base, tools=tools, tool_choice=choice)
     n = wire.n or 1
     return ChatCall(
         wire=wire,
@@ -112,6 +123,7 @@ def parse_chat(body: Any, limits: ModelLimits) -> ChatCall:
         top_logprobs=top,
         requests=seeded(base, n),
         characters=sum(len(m["content"]) for m in messages),
+        tools=bool(tools) and choice.mode != "none",
     )
 
 
@@ -208,6 +220,122 @@ def _check_common(wire: _Sampling, limits: ModelLimits) -> None:
             raise ValidationError(f"`logit_bias` keys must be token ids; got {key!r}", "logit_bias")
 
 
+_GRAMMAR_FIELDS = (
+    "response_format",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "structured_outputs",
+    "grammar",
+)
+_RESPONSE_FORMAT = (
+    '{"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {"name": ..., '
+    '"schema": {...}}}'
+)
+
+
+def wire_grammar(wire: _Sampling) -> Grammar | None:
+    """The grammar the request's answer must follow, from whichever field asks for one (at most one may)."""
+    given = [name for name in _GRAMMAR_FIELDS if getattr(wire, name) is not None]
+    if not given or given == ["response_format"] and (wire.response_format or {}).get("type") == "text":
+        return None
+    if len(given) > 1:
+        raise ValidationError(f"give only one of {', '.join(f'`{g}`' for g in given)}", param=given[1])
+    name = given[0]
+    value = getattr(wire, name)
+    if name == "response_format":
+        return _response_format(value)
+    if name == "guided_json":
+        return grammars.schema_grammar(value, name)
+    if name == "guided_choice":
+        return grammars.choice_grammar(value, name)
+    if name in ("guided_regex", "guided_grammar"):
+        return grammars.text_grammar(name.removeprefix("guided_"), value, name)
+    if name == "grammar":
+        return grammars.tgi_grammar(value)
+    return _structured_outputs(value)
+
+
+def _response_format(value: dict[str, Any]) -> Grammar:
+    kind = value.get("type")
+    if kind == "json_schema" and isinstance(value.get("json_schema"), dict):  # OpenAI's form
+        return grammars.schema_grammar(value["json_schema"].get("schema", {}), "response_format")
+    if kind == "json_object" and value.get("value") is None:
+        return grammars.ANY_OBJECT
+    if kind in ("json", "json_object", "json_schema", "regex"):  # TGI's grammar, as huggingface_hub sends it
+        return grammars.tgi_grammar(value, "response_format")
+    raise ValidationError(f"`response_format` must be {_RESPONSE_FORMAT}", param="response_format")
+
+
+def _structured_outputs(value: dict[str, Any]) -> Grammar:
+    """vLLM's `structured_outputs`: one of json, regex, choice, grammar, json_object."""
+    if value.get("json") is not None:
+        return grammars.schema_grammar(value["json"], "structured_outputs.json")
+    if value.get("regex") is not None:
+        return grammars.text_grammar("regex", value["regex"], "structured_outputs.regex")
+    if value.get("choice") is not None:
+        return grammars.choice_grammar(value["choice"], "structured_outputs.choice")
+    if value.get("grammar") is not None:
+        return grammars.text_grammar("grammar", value["grammar"], "structured_outputs.grammar")
+    if value.get("json_object"):
+        return grammars.ANY_OBJECT
+    raise ValidationError(
+        "`structured_outputs` must give one of `json`, `regex`, `choice`, `grammar` or `json_object`",
+        param="structured_outputs",
+    )
+
+
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def _tools(wire: ChatCompletionRequest) -> tuple[tuple[dict[str, Any], ...] | None, ToolChoice]:
+    """The request's tools, checked as OpenAI checks them, and what it asks of the model about calling them."""
+    tools = wire.tools or []
+    names: list[str] = []
+    for i, tool in enumerate(tools):
+        function = tool.get("function")
+        if tool.get("type", "function") != "function" or not isinstance(function, dict):
+            raise ValidationError(
+                f'`tools[{i}]` must be {{"type": "function", "function": {{"name": ..., "parameters": {{...}}}}}}',
+                param=f"tools[{i}]",
+            )
+        name = function.get("name")
+        if not isinstance(name, str) or not _TOOL_NAME.match(name):
+            raise ValidationError(
+                f"`tools[{i}].function.name` must be 1 to 64 letters, digits, underscores or dashes; got {name!r}",
+                param=f"tools[{i}].function.name",
+            )
+        if not isinstance(function.get("parameters", {}), dict):
+            raise ValidationError(
+                f"`tools[{i}].function.parameters` must be a JSON schema object", param=f"tools[{i}].function"
+            )
+        names.append(name)
+    parallel = wire.parallel_tool_calls is not False
+    choice = wire.tool_choice
+    if choice is None:
+        return tuple(tools) or None, ToolChoice("auto", parallel=parallel)
+    if isinstance(choice, dict):  # {"type": "function", "function": {"name": ...}}
+        choice = (choice.get("function") or {}).get("name")
+        if not isinstance(choice, str):
+            raise ValidationError(
+                '`tool_choice` must be "none", "auto", "required" or {"type": "function", "function": {"name": ...}}',
+                param="tool_choice",
+            )
+        named = True
+    else:
+        named = choice not in ("none", "auto", "required")  # TGI takes a function's name as it is
+    if not tools and choice != "none":
+        raise ValidationError("`tool_choice` is only allowed when `tools` are given", param="tool_choice")
+    if named and choice not in names:
+        raise ValidationError(
+            f"`tool_choice` names {choice!r}, which is not among the tools ({', '.join(names)})", param="tool_choice"
+        )
+    if named:
+        return tuple(tools), ToolChoice("required", choice, parallel)
+    return tuple(tools) or None, ToolChoice(choice, parallel=parallel)
+
+
 def build_request(
     wire: _Sampling,
     prompt: Prompt,
@@ -256,6 +384,7 @@ def build_request(
         messages=tuple(messages) if messages is not None else None,
         add_generation_prompt=add_generation_prompt,
         suffix=suffix,
+        grammar=wire_grammar(wire),
     )
 
 
@@ -270,7 +399,14 @@ def messages_for_template(wire: ChatCompletionRequest) -> list[dict[str, Any]]:
         else:
             content = m.content or ""
         role = "system" if m.role == "developer" else m.role
-        out.append({"role": role, "content": content})
+        message: dict[str, Any] = {"role": role, "content": content}
+        if m.tool_calls:
+            message["tool_calls"] = m.tool_calls
+        if m.tool_call_id is not None:
+            message["tool_call_id"] = m.tool_call_id
+        if m.name is not None:
+            message["name"] = m.name
+        out.append(message)
     return out
 
 
@@ -317,10 +453,13 @@ def chat_logprobs(tokens: list[Token], tops: list[tuple[Token, ...]]) -> dict[st
 def chat_response(call: ChatCall, model: str, request_id: str, results: list[GenerationResult]) -> dict[str, Any]:
     choices = []
     for i, r in enumerate(results):
+        message: dict[str, Any] = {"role": "assistant", "content": r.text}
+        if r.tool_calls:
+            message = {"role": "assistant", "content": r.text or None, "tool_calls": tool_calls_json(r.tool_calls)}
         choices.append(
             {
                 "index": i,
-                "message": {"role": "assistant", "content": r.text},
+                "message": message,
                 "logprobs": chat_logprobs(r.tokens, r.top_tokens) if call.logprobs else None,
                 "finish_reason": finish_reason(r.finish_reason),
             }
@@ -334,6 +473,16 @@ def chat_response(call: ChatCall, model: str, request_id: str, results: list[Gen
         "choices": choices,
         "usage": usage(results[0].input_length, sum(r.generated_tokens for r in results), results[0].cached_tokens),
     }
+
+
+def tool_calls_json(calls: list[ToolCall] | tuple[ToolCall, ...], stream: bool = False) -> list[dict[str, Any]]:
+    """OpenAI's tool_calls; in a stream each also has its ``index`` (the SDKs assemble deltas by it)."""
+    out = []
+    for i, call in enumerate(calls):
+        entry: dict[str, Any] = {"index": i} if stream else {}
+        entry |= {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+        out.append(entry)
+    return out
 
 
 def chat_chunk(

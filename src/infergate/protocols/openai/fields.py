@@ -37,8 +37,8 @@ IGNORED = frozenset(
         "prompt_cache_key",  # OpenAI: a prompt-caching hint
         "safety_identifier",  # OpenAI: the newer name for `user`
         "prediction",  # OpenAI: predicted output, a speed hint; the answer is the same without it
-        "parallel_tool_calls",  # OpenAI: only matters with tools, which are refused when given
-        "tool_prompt",  # TGI: only matters with tools (huggingface_hub sends it)
+        "tool_prompt",  # TGI: its words introducing the tools; the model's template (or ours) introduces them
+        "guided_decoding_backend",  # vLLM: which grammar library; this server has one (llguidance)
         "request_id",  # vLLM: a caller-chosen id
         "priority",  # vLLM: scheduling priority; here the caller's tier sets it
         "spaces_between_special_tokens",  # vLLM: special tokens are never in the text here
@@ -69,32 +69,15 @@ def _one_of(*allowed: Any) -> Callable[[Any], bool]:
     return lambda value: value is None or any(value == a and type(value) is type(a) for a in allowed)
 
 
-def _text_format(value: Any) -> bool:
-    return value is None or (isinstance(value, dict) and value.get("type", "text") == "text")
-
-
 def _text_modalities(value: Any) -> bool:
     return value is None or (isinstance(value, list) and all(m == "text" for m in value))
 
 
-_NO_TOOLS = (
-    "function calling is not supported by this server yet; leave it out, or describe the functions in the "
-    "messages and parse the answer yourself"
-)
-_NO_GRAMMAR = (
-    "constrained decoding (JSON, regex, grammar) is not supported by this server yet; leave it out and "
-    "ask for the format in the prompt"
-)
+_LEGACY_FUNCTIONS = "the legacy `functions` API is not supported; send them as `tools` (and `tool_choice`)"
 _COMMON_REFUSED = {
-    "response_format": _Refused(_text_format, f'only {{"type": "text"}} is supported; {_NO_GRAMMAR}'),
-    "guided_json": _Refused(_none, _NO_GRAMMAR),
-    "guided_regex": _Refused(_none, _NO_GRAMMAR),
-    "guided_choice": _Refused(_none, _NO_GRAMMAR),
-    "guided_grammar": _Refused(_none, _NO_GRAMMAR),
-    "guided_decoding_backend": _Refused(_none, _NO_GRAMMAR),
-    "guided_whitespace_pattern": _Refused(_none, _NO_GRAMMAR),
-    "structured_outputs": _Refused(_none, _NO_GRAMMAR),
-    "grammar": _Refused(_none, _NO_GRAMMAR),
+    "guided_whitespace_pattern": _Refused(
+        _none, "JSON is generated compactly here, with OpenAI's spacing; leave it out"
+    ),
     "use_beam_search": _Refused(_one_of(False), "beam search is not supported; leave it out (sampling or greedy)"),
     "length_penalty": _Refused(_one_of(1, 1.0), "it applies to beam search, which is not supported; leave it out"),
     "min_tokens": _Refused(_one_of(0), "a minimum length is not supported; leave it out"),
@@ -113,10 +96,8 @@ _COMMON_REFUSED = {
 
 CHAT_REFUSED = {
     **_COMMON_REFUSED,
-    "tools": _Refused(_empty, _NO_TOOLS),
-    "tool_choice": _Refused(_one_of("none", "auto"), _NO_TOOLS),
-    "functions": _Refused(_empty, _NO_TOOLS),
-    "function_call": _Refused(_one_of("none", "auto"), _NO_TOOLS),
+    "functions": _Refused(_empty, _LEGACY_FUNCTIONS),
+    "function_call": _Refused(_one_of("none", "auto"), _LEGACY_FUNCTIONS),
     "audio": _Refused(_none, "audio output is not supported; leave `audio` out and ask for text"),
     "modalities": _Refused(_text_modalities, 'only text output is supported; send ["text"] or leave it out'),
     "reasoning_effort": _Refused(

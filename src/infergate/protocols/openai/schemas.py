@@ -72,6 +72,15 @@ class _Sampling(_Wire):
     do_sample: bool | None = None  # TGI's; false is greedy (huggingface.js sends TGI's parameters here)
     # vLLM's: computed prompt prefixes are reused only between requests with the same salt
     cache_salt: str | None = Field(None, min_length=1, max_length=256)
+    # Structured outputs: OpenAI's response_format (also TGI's grammar form, which huggingface_hub sends),
+    # vLLM's guided_* and structured_outputs, TGI's grammar. At most one of them (convert.py checks).
+    response_format: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = None
+    guided_grammar: str | None = None
+    structured_outputs: dict[str, Any] | None = None
+    grammar: dict[str, Any] | None = None
 
 
 class ChatCompletionRequest(_Sampling):
@@ -85,6 +94,9 @@ class ChatCompletionRequest(_Sampling):
     # vLLM's: how the chat template is applied.
     add_generation_prompt: bool | None = None
     add_special_tokens: bool | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
 
 _TOKEN_IDS = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 1}

@@ -29,7 +29,18 @@ async def chat_chunks(
         logprobs = convert.chat_logprobs([event.token], [event.top_tokens]) if call.logprobs else None
         if not event.text and event.finish_reason is None and logprobs is None:
             continue  # nothing to show yet (an incomplete character, or a held-back stop prefix)
-        delta = {"role": "assistant", "content": event.text}
+        delta: dict[str, Any] = {"role": "assistant", "content": event.text}
+        if event.tool_calls:  # whole calls, in one delta before the chunk that ends the choice
+            if event.text:
+                yield convert.chat_chunk(model, request_id, created, index=index, delta=delta, logprobs=logprobs)
+                logprobs = None
+            delta = {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": convert.tool_calls_json(event.tool_calls, True),
+            }
+            yield convert.chat_chunk(model, request_id, created, index=index, delta=delta, logprobs=logprobs)
+            delta, logprobs = {}, None
         yield convert.chat_chunk(
             model, request_id, created, index=index, delta=delta, finish=event.finish_reason, logprobs=logprobs
         )

@@ -10,6 +10,7 @@ from infergate.core.errors import BadRequestError, ValidationError
 from infergate.core.outputs import GenerationResult, PromptInfo, StepEvent, Token
 from infergate.core.params import SamplingParams, StoppingParams
 from infergate.core.requests import GenerationRequest
+from infergate.protocols.grammar import tgi_grammar
 from infergate.protocols.tgi.schemas import GenerateParameters, GenerateRequest
 from infergate.protocols.wire import parse_wire
 
@@ -122,8 +123,7 @@ def validate_parameters(
         raise ValidationError(
             f"`truncate` must be strictly positive and less than {limits.max_input_tokens}. Given: {p.truncate}"
         )
-    if p.grammar is not None:
-        raise ValidationError("grammar is not supported")
+    grammar = tgi_grammar(p.grammar) if p.grammar is not None else None
     if p.watermark:
         raise ValidationError("`watermark` is not supported by this server; leave it out or set it to false")
     if p.adapter_id:
@@ -147,6 +147,7 @@ def validate_parameters(
         truncate=p.truncate,
         top_n_tokens=top_n,
         prefill_details=bool(p.decoder_input_details),
+        grammar=grammar,
     )
     return request, best_of
 

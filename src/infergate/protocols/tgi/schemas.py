@@ -28,6 +28,14 @@ def _doc(description: str, **bounds: Any) -> Any:
     return Field(None, description=description, json_schema_extra=bounds or None)
 
 
+def _grammar_form(types: list[str], value: dict[str, Any], *, required: bool) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {"type": {"enum": types}, "value": value},
+        "required": ["type", "value"] if required else ["type"],
+    }
+
+
 class GenerateParameters(_Wire):
     best_of: int | None = _doc(
         "generate this many sequences and return the likeliest; above 1 it needs sampling, no `seed` and no streaming",
@@ -38,7 +46,15 @@ class GenerateParameters(_Wire):
     details: bool | None = _doc("return the generated tokens, finish reason and seed")
     do_sample: bool | None = _doc("sample instead of greedy decoding (a sampling parameter turns it on too)")
     frequency_penalty: float | None = _doc("penalty for tokens by how often they appeared", minimum=-2.0, maximum=2.0)
-    grammar: Any = _doc("not supported: leave it out or null", type="null")
+    grammar: Any = _doc(
+        "the output's shape, enforced token by token: a JSON schema or a regular expression",
+        oneOf=[
+            {"type": "null"},
+            _grammar_form(["json", "json_schema"], {"type": "object"}, required=True),
+            _grammar_form(["json_object"], {"type": "object"}, required=False),
+            _grammar_form(["regex"], {"type": "string", "minLength": 1}, required=True),
+        ],
+    )
     max_new_tokens: int | None = _doc(
         "tokens to generate, 20 when left out; at most the tier's max_new_tokens, and the prompt plus this at "
         "most the model's max_total_tokens (GET /info)",
