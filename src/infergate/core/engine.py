@@ -53,6 +53,7 @@ class EngineStats:
     waiting: int
     cached_tokens: int = 0  # positions the running sequences hold in the KV cache
     prefix: PrefixCacheStats | None = None  # None: the engine has no prefix cache
+    grammars_compiled: int | None = None  # grammars compiled since the model loaded (None: it compiles none)
 
 
 @dataclass(frozen=True, slots=True)

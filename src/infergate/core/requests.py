@@ -16,10 +16,12 @@ class Grammar:
 
     ``kind``: "json" (``value`` is a JSON schema, as JSON text; ``{}`` or ``{"type": "object"}`` for any JSON
     value or object), "regex" (the whole output matches it) or "lark" (a context-free grammar in Lark syntax,
-    llguidance's dialect, which may embed JSON schemas with ``%json {...}``)."""
+    llguidance's dialect, which may embed JSON schemas with ``%json {...}``), "gbnf" (llama.cpp's grammars).
+    ``source``: the request field it came from, which an error about it names."""
 
     kind: str
     value: str
+    source: str = "grammar"
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,7 +32,28 @@ def render_metrics(engines: Mapping[str, ModelEngine]) -> tuple[bytes, str]:
         ready.labels(model_id).set(1 if engine.state().status == "ready" else 0)
     registry.register(_ReplicaCollector(engines))
     registry.register(_PrefixCacheCollector(engines))
+    registry.register(_GrammarCollector(engines))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _GrammarCollector(Collector):
+    """Grammars (JSON schemas, regexes, tool calls) compiled for constrained decoding: a count that grows with
+    every request says that callers send a new schema each time, and that each pays the compilation."""
+
+    def __init__(self, engines: Mapping[str, ModelEngine]) -> None:
+        self._engines = engines
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        compiled = CounterMetricFamily(
+            "infergate_grammars_compiled",
+            "Grammars compiled (not found compiled) since the model loaded",
+            labels=["model"],
+        )
+        for model_id, engine in self._engines.items():
+            count = engine.stats().grammars_compiled
+            if count is not None:
+                compiled.add_metric([model_id], count)
+        yield compiled
 
 
 class _PrefixCacheCollector(Collector):

@@ -14,10 +14,13 @@ from typing import Any
 from infergate.core.errors import ValidationError
 from infergate.core.requests import Grammar
 
-__all__ = ["ANY_OBJECT", "choice_grammar", "schema_grammar", "text_grammar", "tgi_grammar"]
-
-ANY_OBJECT = Grammar("json", '{"type": "object"}')
+__all__ = ["any_object", "choice_grammar", "schema_grammar", "text_grammar", "tgi_grammar"]
 _TGI_FORM = '{"type": "json", "value": {...a JSON schema...}} or {"type": "regex", "value": "..."}'
+
+
+def any_object(param: str) -> Grammar:
+    """Any JSON object (OpenAI's `json_object`)."""
+    return Grammar("json", '{"type": "object"}', param)
 
 
 def schema_grammar(schema: Any, param: str) -> Grammar:
@@ -31,7 +34,7 @@ def schema_grammar(schema: Any, param: str) -> Grammar:
             ) from exc
     if not isinstance(schema, dict | bool):
         raise ValidationError(f"`{param}` must be a JSON schema (an object); got {json.dumps(schema)[:80]}", param)
-    return Grammar("json", json.dumps(schema))
+    return Grammar("json", json.dumps(schema), param)
 
 
 def text_grammar(kind: str, value: Any, param: str) -> Grammar:
@@ -40,14 +43,14 @@ def text_grammar(kind: str, value: Any, param: str) -> Grammar:
         raise ValidationError(f"`{param}` must be a non-empty string", param)
     if kind == "grammar":
         kind = "gbnf" if "::=" in value else "lark"
-    return Grammar(kind, value)
+    return Grammar(kind, value, param)
 
 
 def choice_grammar(choices: Any, param: str) -> Grammar:
     """One of the given strings, exactly."""
     if not isinstance(choices, list) or not choices or not all(isinstance(c, str) and c for c in choices):
         raise ValidationError(f"`{param}` must be a non-empty list of non-empty strings", param)
-    return Grammar("lark", "start: " + " | ".join(json.dumps(c) for c in choices))
+    return Grammar("lark", "start: " + " | ".join(json.dumps(c) for c in choices), param)
 
 
 def tgi_grammar(grammar: Any, param: str = "grammar") -> Grammar:
@@ -56,7 +59,7 @@ def tgi_grammar(grammar: Any, param: str = "grammar") -> Grammar:
         raise ValidationError(f"grammar is not valid: `{param}` must be like {_TGI_FORM}", param)
     kind, value = grammar["type"], grammar.get("value")
     if kind in ("json", "json_object"):
-        return ANY_OBJECT if value is None and kind == "json_object" else schema_grammar(value, param)
+        return any_object(param) if value is None and kind == "json_object" else schema_grammar(value, param)
     if kind == "json_schema":  # {"name": ..., "schema": {...}}
         schema = value.get("schema") if isinstance(value, dict) and "schema" in value else value
         return schema_grammar(schema, param)

@@ -56,9 +56,9 @@ class GrammarCompiler:
         size = len(grammar.value.encode())
         if size > self.max_bytes:
             raise ValidationError(
-                f"the {grammar.kind} grammar is {size} bytes, more than this server's limit of {self.max_bytes} "
-                "([engine] max_grammar_kb); send a smaller schema",
-                param="grammar",
+                f"the {grammar.kind} grammar is {size} bytes, more than this server's limit of {self.max_bytes} bytes "
+                f"([engine] max_grammar_kb = {self.max_bytes // 1024}); send a smaller schema",
+                param=grammar.source,
             )
         key = (grammar.kind, grammar.value)
         with self._lock:
@@ -85,13 +85,13 @@ class GrammarCompiler:
             else:
                 text = llguidance.LLMatcher.grammar_from_lark(grammar.value)
         except Exception as exc:  # the converters raise ValueError, or worse on GBNF they cannot read
-            raise ValidationError(f"the {grammar.kind} grammar is not valid: {exc}", param="grammar") from exc
+            raise ValidationError(f"the {grammar.kind} grammar is not valid: {exc}", param=grammar.source) from exc
         matcher = llguidance.LLMatcher(self.tokenizer(), text, log_level=0)
         if matcher.is_error():
             raise ValidationError(
                 f"the {grammar.kind} grammar cannot be compiled: {_first_line(matcher.get_error())}; fix it, "
                 "or leave out what the message names",
-                param="grammar",
+                param=grammar.source,
             )
         return matcher
 

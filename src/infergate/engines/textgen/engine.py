@@ -223,6 +223,7 @@ class TextGenEngine:
             waiting=len(self._waiting),
             cached_tokens=self._cached_tokens,
             prefix=replace(self._prefix.stats),
+            grammars_compiled=self._grammars.compiled if self._grammars is not None else 0,
         )
 
     def limits(self) -> ModelLimits:

@@ -99,7 +99,7 @@ def call_grammar(tools: tuple[dict[str, Any], ...], choice: ToolChoice) -> Gramm
     schema = {**(options[0] if len(options) == 1 else {"anyOf": options}), "x-guidance": JSON_OPTIONS}
     calls = 'call ("\\n" call)*' if choice.parallel else "call"
     lark = f'start: {calls}\ncall: "{OPEN}\\n" body "\\n{CLOSE}"\nbody: %json {json.dumps(schema)}\n'
-    return Grammar("lark", lark)
+    return Grammar("lark", lark, "tools")
 
 
 def parse_calls(text: str) -> tuple[list[ToolCall], bool]:

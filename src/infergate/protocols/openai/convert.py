@@ -262,7 +262,7 @@ def _response_format(value: dict[str, Any]) -> Grammar:
     if kind == "json_schema" and isinstance(value.get("json_schema"), dict):  # OpenAI's form
         return grammars.schema_grammar(value["json_schema"].get("schema", {}), "response_format")
     if kind == "json_object" and value.get("value") is None:
-        return grammars.ANY_OBJECT
+        return grammars.any_object("response_format")
     if kind in ("json", "json_object", "json_schema", "regex"):  # TGI's grammar, as huggingface_hub sends it
         return grammars.tgi_grammar(value, "response_format")
     raise ValidationError(f"`response_format` must be {_RESPONSE_FORMAT}", param="response_format")
@@ -279,7 +279,7 @@ def _structured_outputs(value: dict[str, Any]) -> Grammar:
     if value.get("grammar") is not None:
         return grammars.text_grammar("grammar", value["grammar"], "structured_outputs.grammar")
     if value.get("json_object"):
-        return grammars.ANY_OBJECT
+        return grammars.any_object("structured_outputs.json_object")
     raise ValidationError(
         "`structured_outputs` must give one of `json`, `regex`, `choice`, `grammar` or `json_object`",
         param="structured_outputs",
