@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -369,3 +370,74 @@ def test_plain_tgi_protocol_with_the_key_from_the_named_variable(tmp_path: Path,
         assert refused.status_code == 503 and "api_key_env" in refused.json()["error"], refused.text
     finally:
         wrong.stop()
+
+
+def test_structured_outputs_and_tools_through_a_gateway(tmp_path: Path, engine_node: Server) -> None:
+    """Schemas, grammars and tools go through to the engine (infergate's OpenAI fields, TGI's grammar) and its
+    tool calls come back as the SDK reads them: the same answers as the engine's own."""
+    via_tgi = "smollm2/via-tgi"
+    config = gateway_config([engine_node.base_url], protocol="infergate") + (
+        f'\n[[models]]\nid = "{via_tgi}"\ntask = "text-generation"\nremote = ["{engine_node.base_url}"]\n'
+        f'protocol = "tgi"\nremote_model = "{MODEL_ID}"\napi_key_env = "ENGINE_KEY"\n'
+    )
+    srv = start_gateway(tmp_path / "gw", config, env={"ENGINE_KEY": SERVICE_TOKEN})
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 20}, "sunny": {"type": "boolean"}},
+        "required": ["city", "sunny"],
+        "additionalProperties": False,
+    }
+    weather = {
+        "type": "function",
+        "function": {"name": "get_weather", "parameters": schema},
+    }
+    question = [{"role": "user", "content": "Is it sunny in Paris?"}]
+    try:
+        srv.wait_healthy(60)
+        through = OpenAI(base_url=f"{srv.base_url}/v1", api_key="EMPTY")
+        own = OpenAI(base_url=f"{engine_node.model_url}/v1", api_key=SERVICE_TOKEN)
+        shape: Any = {"type": "json_schema", "json_schema": {"name": "w", "schema": schema}}
+        answers = [
+            c.chat.completions.create(
+                model=MODEL_ID, messages=question, response_format=shape, max_tokens=40, temperature=0
+            )
+            for c in (through, own)
+        ]
+        assert answers[0].choices[0].message.content == answers[1].choices[0].message.content
+        json.loads(answers[0].choices[0].message.content or "")
+        for stream in (False, True):
+            calls = []
+            for client in (through, own):
+                out = client.chat.completions.create(
+                    model=MODEL_ID,
+                    messages=question,
+                    tools=[weather],
+                    tool_choice="required",
+                    parallel_tool_calls=False,
+                    max_tokens=60,
+                    temperature=0,
+                    stream=stream,
+                )
+                if stream:
+                    deltas = [d for chunk in out for c in chunk.choices for d in c.delta.tool_calls or []]
+                    calls.append((deltas[0].function.name, "".join(d.function.arguments or "" for d in deltas)))
+                else:
+                    call = out.choices[0].message.tool_calls[0]
+                    assert out.choices[0].finish_reason == "tool_calls"
+                    calls.append((call.function.name, call.function.arguments))
+            assert calls[0] == calls[1] and calls[0][0] == "get_weather", calls
+            json.loads(calls[0][1])
+        # TGI's grammar, to an infergate engine and to a TGI one
+        body = {
+            "inputs": "Is it sunny?",
+            "parameters": {"max_new_tokens": 5, "grammar": {"type": "regex", "value": "(yes|no)"}},
+        }
+        for model in (MODEL_ID, via_tgi):
+            r = httpx.post(
+                f"{srv.base_url}/models/{model}",
+                json={**body, "parameters": {**body["parameters"], "return_full_text": False}},
+                timeout=60,
+            )  # type: ignore[dict-item]
+            assert r.status_code == 200 and r.json()[0]["generated_text"] in ("yes", "no"), r.text
+    finally:
+        srv.stop()
