@@ -1,8 +1,10 @@
 """Constrained decoding and tool calls below the HTTP layer: the grammar of a call, the calls parsed back, the
-messages a template gets, and the compiler's limits, on the packaged SmolLM2's real tokenizer."""
+messages a template gets, the compiler's limits (on the packaged SmolLM2's real tokenizer), and calls kept by the
+result cache."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 from pathlib import Path
@@ -11,11 +13,14 @@ from typing import Any
 import pytest
 
 from infergate.core.errors import ValidationError
+from infergate.core.outputs import GenerationResult, Token, ToolCall, collect
 from infergate.core.requests import Grammar, ToolChoice
 from infergate.engines.textgen import tools
 from infergate.engines.textgen.constrain import GrammarCompiler
 from infergate.engines.textgen.llamacpp import gguf_tokenizer
 from infergate.engines.textgen.stopping import StopMatcher
+from infergate.gateway.cache_backends import InMemoryCache
+from infergate.gateway.result_cache import ResultCache, replay
 
 WEATHER: dict[str, Any] = {
     "type": "function",
@@ -120,3 +125,20 @@ def test_the_opening_of_a_call_is_held_back_and_what_follows_kept() -> None:
     assert opener.push("Let me check. <tool") == ("Let me check. ", False)
     assert opener.push('_call>\n{"na') == ("", True)
     assert opener.after == '\n{"na'
+
+
+def test_a_cached_answer_keeps_its_tool_calls() -> None:
+    """The result cache stores an answer's calls and replays them in its last event, as the engine sent them."""
+    call = ToolCall("call_1", "get_weather", '{"city": "Oslo"}')
+    tokens = [Token(1, "", -0.1), Token(2, "", -0.2)]
+    result = GenerationResult("", "tool_calls", 7, None, tokens=tokens, tool_calls=[call])
+    cache = ResultCache(InMemoryCache(max_entries=10, max_bytes=1 << 20), ttl_s=60)
+
+    async def round_trip() -> GenerationResult:
+        await cache.put("k", [result])
+        found = await cache.get("k")
+        assert found is not None
+        return await collect(replay(found[0]))
+
+    again = asyncio.run(round_trip())
+    assert again.tool_calls == [call] and again.finish_reason == "tool_calls" and again.text == ""

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, replace
 from typing import Any
 
-from infergate.core.outputs import GenerationResult, PromptInfo, StepEvent, Token
+from infergate.core.outputs import GenerationResult, PromptInfo, StepEvent, Token, ToolCall
 from infergate.core.requests import GenerationRequest
 from infergate.gateway.cache_backends import CacheBackend, cache_key
 
@@ -83,6 +83,7 @@ def _result_from(d: dict[str, Any]) -> GenerationResult:
         prefill=tuple(_tokens(d["prefill"])),
         prefill_pieces=tuple(d.get("prefill_pieces", ())),
         prefill_top=tuple(tuple(_tokens(step)) for step in d.get("prefill_top", ())),
+        tool_calls=[ToolCall(c["id"], c["name"], c["arguments"]) for c in d.get("tool_calls", ())],
     )
 
 
@@ -98,4 +99,5 @@ async def replay(result: GenerationResult) -> AsyncIterator[PromptInfo | StepEve
             text="" if token.special else token.text,
             top_tokens=top,
             finish_reason=result.finish_reason if i == last else None,
+            tool_calls=tuple(result.tool_calls) if i == last else (),
         )
