@@ -230,6 +230,20 @@ def test_openai_chat_stream(node: str, server: Server, expected_chat: dict[str, 
     assert out["usage"]["prompt_tokens"] > 0
 
 
+def test_openai_chat_tool_call(node: str, server: Server) -> None:
+    out = run_js(node, server, "openai.chat.tools")
+    assert out["finish_reason"] == "tool_calls" and len(out["toolCalls"]) == 1
+    call = out["toolCalls"][0]
+    assert call["type"] == "function" and call["function"]["name"] == "get_weather"
+    assert set(json.loads(call["function"]["arguments"])) == {"city"}
+
+
+def test_openai_chat_json_schema(node: str, server: Server) -> None:
+    out = run_js(node, server, "openai.chat.json")
+    answer = json.loads(out["content"])
+    assert out["finish_reason"] == "stop" and set(answer) == {"name", "big"} and isinstance(answer["big"], bool)
+
+
 def test_openai_completions(node: str, server: Server, expected_text: str) -> None:
     out = run_js(node, server, "openai.completions")
     assert only_request(out)["url"] == f"{server.base_url}/v1/completions"

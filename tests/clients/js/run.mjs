@@ -179,6 +179,56 @@ const SCENARIOS = {
 		return { content, usage, finish_reason: finishReason };
 	},
 
+	async "openai.chat.tools"(opts) {
+		// A required call of one tool, as the SDK's README shows tools; the arguments come as a JSON string.
+		const out = await openai(opts).chat.completions.create({
+			model: opts.model,
+			messages: [{ role: "user", content: "What is the weather in Paris?" }],
+			tools: [
+				{
+					type: "function",
+					function: {
+						name: "get_weather",
+						parameters: {
+							type: "object",
+							properties: { city: { type: "string", maxLength: 30 } },
+							required: ["city"],
+							additionalProperties: false,
+						},
+					},
+				},
+			],
+			tool_choice: "required",
+			parallel_tool_calls: false,
+			max_tokens: 100,
+			temperature: 0,
+		});
+		return { toolCalls: out.choices[0].message.tool_calls, finish_reason: out.choices[0].finish_reason };
+	},
+
+	async "openai.chat.json"(opts) {
+		const out = await openai(opts).chat.completions.create({
+			model: opts.model,
+			messages: [{ role: "user", content: "Describe Paris as JSON." }],
+			response_format: {
+				type: "json_schema",
+				json_schema: {
+					name: "city",
+					strict: true,
+					schema: {
+						type: "object",
+						properties: { name: { type: "string", maxLength: 30 }, big: { type: "boolean" } },
+						required: ["name", "big"],
+						additionalProperties: false,
+					},
+				},
+			},
+			max_tokens: 100,
+			temperature: 0,
+		});
+		return { content: out.choices[0].message.content, finish_reason: out.choices[0].finish_reason };
+	},
+
 	async "openai.completions"(opts) {
 		const out = await openai(opts).completions.create({
 			model: opts.model,
