@@ -63,7 +63,6 @@ class ChatCall:
     top_logprobs: int
     requests: tuple[GenerationRequest, ...]
     characters: int  # of the messages' content, for x-compute-characters
-    tools: bool = False  # the model may answer with tool calls
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +122,6 @@ def parse_chat(body: Any, limits: ModelLimits) -> ChatCall:
         top_logprobs=top,
         requests=seeded(base, n),
         characters=sum(len(m["content"]) for m in messages),
-        tools=bool(tools) and choice.mode != "none",
     )
 
 
