@@ -483,3 +483,28 @@ def test_hub_openai_style_chat_on_a_v1_base_url(server: Server) -> None:
         client.chat.completions.create(model=MODEL_ID, messages=QUESTION, max_tokens=6, temperature=0, stream=True)
     )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == out.choices[0].message.content
+
+
+def test_langchain_openai_structured_output_and_tools(server: Server) -> None:
+    """LangChain's `with_structured_output` (a json_schema response_format) and `bind_tools` with a forced tool."""
+    langchain_openai = pytest.importorskip("langchain_openai", reason="pip install -r tests/clients/requirements.txt")
+    from pydantic import BaseModel, Field
+
+    class Capital(BaseModel):
+        city: str = Field(max_length=30)
+        country: str = Field(max_length=30)
+
+    chat = langchain_openai.ChatOpenAI(
+        model=MODEL_ID, base_url=f"{server.base_url}/v1", api_key=server.token, max_tokens=80, temperature=0
+    )
+    answer = chat.with_structured_output(Capital, method="json_schema").invoke(QUESTION[0]["content"])
+    assert isinstance(answer, Capital)
+
+    def get_population(city: str) -> int:
+        """The number of people living in a city."""
+        return 0
+
+    forced = chat.bind_tools([get_population], tool_choice="get_population", parallel_tool_calls=False)
+    called = forced.invoke("How many people live in Rome?")
+    assert [c["name"] for c in called.tool_calls] == ["get_population"]
+    assert isinstance(called.tool_calls[0]["args"]["city"], str)
