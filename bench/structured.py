@@ -8,23 +8,24 @@ schema costs to compile and to follow, on the packaged SmolLM2-135M-Instruct Q4_
    json_schema, a list of at least 50 {name, age, city} objects (64 tokens never complete it, so a constrained
    request generates exactly 64 tokens, as an unconstrained one with ignore_eos does), the other 8 as in run A.
    The prompts and seeds are the same in both runs. Reported: generated tokens/s (all usage.completion_tokens /
-   wall time) per run, run B's constrained and unconstrained tokens apart, and the ratio B / A; with --repeats N,
-   A and B alternate N times on the same server and the median ratio counts. Target: B / A >= 0.90. Every
-   constrained answer is checked: one that finished ("stop") must parse with json.loads, one cut at max_tokens
-   ("length") must start with "{"; a constrained request that finishes early (tokens not equal to max_tokens)
-   is counted too, since it makes the two runs unequal.
-2. Schema compile time, in-process (no server): the tokenizer of the GGUF (infergate's gguf_tokenizer), the
+   wall time) per run, run B's constrained and unconstrained tokens apart (and each group's own streaming pace
+   and TTFT), and the ratio B / A; A and B alternate --repeats times (default 3) on the same server and the
+   median ratio counts. Target: B / A >= 0.90. Every constrained answer is checked: one that finished ("stop")
+   must parse with json.loads, one cut at max_tokens ("length") must start with "{"; a constrained request that
+   finishes early (tokens not equal to max_tokens) is counted too, since it makes the two runs unequal.
+2. Schema compile time, in-process (no server): the GGUF's tokenizer (infergate's gguf_tokenizer) and the
    GrammarCompiler the engine builds for it. Reported: the llguidance tokenizer's conversion (the first
    `compiler.tokenizer()`, once per model), a 20-field nested JSON schema's compilation the first time (median
    over 20 schemas with distinct field names) and when kept (the same schema again, median over 100), and one
    decode step's mask (`Constraint.allowed()`) and advance (`Constraint.take()`), median and p95 over every step
-   of valid JSON instances of those schemas, fed token by token.
+   of valid JSON instances of those schemas fed token by token (apart: the steps where the grammar allows more
+   than one token, inside strings and numbers, and a fresh constraint's first step).
 
     .venv/bin/python bench/structured.py [--parts 1,2] [--json]
-    .venv/bin/python bench/structured.py --parts 1 --repeats 3                 # A/B alternated 3 times; the median
+    .venv/bin/python bench/structured.py --parts 1 --repeats 5                 # A/B alternated 5 times; the median
     .venv/bin/python bench/structured.py --parts 1 --runner torch              # PyTorch, float32
     .venv/bin/python bench/structured.py --parts 2                             # compile and mask times only
-    .venv/bin/python bench/structured.py --parts 1 --clients 4 --rounds 1 --max-tokens 16       # a quick smoke test
+    .venv/bin/python bench/structured.py --parts 1 --clients 4 --rounds 1 --repeats 1 --max-tokens 16   # a smoke test
 
 The server is started by the benchmark (its own process group, a free 127.0.0.1 port, its own data directory and
 a config whose one [[models]] entry is the chat model, open anonymous limits, no result cache, and the prefix
@@ -32,9 +33,11 @@ cache off, so that both runs compute the same prompts in full) and stopped after
 its log stays in the directory printed at the end. A warm-up request with `response_format` json_object runs
 before anything is timed (the llguidance tokenizer is built on a model's first constrained request); the
 schema of part 1 is compiled in the first run B (a few milliseconds, in a thread of its own).
-`infergate_grammars_compiled` from GET /metrics says how many grammars the server compiled. Other work on the
-machine makes the numbers meaningless: a warning prints when the load average is above 0.5 as the server
-starts, and the JSON keeps that load average.
+`infergate_grammars_compiled` from GET /metrics says how many grammars the server compiled during the runs.
+Other work on the machine makes the numbers meaningless (llama.cpp's threads wait for each other at every step, so
+one busy core slows the whole batch, by 10x and more on 2 cores): a warning prints when the load average is above
+0.5 as the server starts, and when other processes used more than 0.1 of a core during a run (the table's "other
+CPU" column: the machine's busy CPU time over the run, less the server's and the benchmark's own, per second).
 """
 
 from __future__ import annotations
@@ -81,6 +84,7 @@ from tests.support.remote import GGUF  # noqa: E402
 from tests.support.server import MODEL_ID, free_port  # noqa: E402
 
 TARGET_RATIO = 0.90
+OTHER_CPU_WARNING = 0.1  # cores used by other processes during a run, past which a warning prints
 
 # -- 1. throughput, half constrained -----------------------------------------------------------------------------
 PEOPLE_SCHEMA: dict[str, Any] = {
@@ -287,6 +291,32 @@ def concurrent(base_url: str, jobs: list[list[Job]], max_tokens: int) -> tuple[l
     return replies, time.perf_counter() - started
 
 
+def _cpu_seconds(pid: int) -> tuple[float, float]:
+    """(CPU seconds every process on the machine has used, those of ``pid`` and of this process) so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    busy = sum(fields[:8]) - fields[3] - fields[4]  # all but idle and iowait (guest time is counted in user)
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read().rsplit(")", 1)[1].split()
+    server = sum(int(x) for x in stat[11:15])  # utime stime cutime cstime: all its threads and reaped children
+    return busy / tick, server / tick + time.process_time()
+
+
+class Contention:
+    """CPU used during a run by processes other than the server and the benchmark itself, in cores: llama.cpp's
+    threads wait for each other at every step, so one busy core slows the whole batch."""
+
+    def __init__(self, pid: int) -> None:
+        self._pid = pid
+        self._start = _cpu_seconds(pid)
+        self._t0 = time.monotonic()
+
+    def cores(self) -> float:
+        busy, ours = _cpu_seconds(self._pid)
+        return max(0.0, (busy - self._start[0]) - (ours - self._start[1])) / (time.monotonic() - self._t0)
+
+
 def build_jobs(clients: int, rounds: int, constrained: bool) -> list[list[Job]]:
     """The same prompts and seeds in both runs; with ``constrained``, every other client's requests carry the
     schema."""
@@ -384,9 +414,15 @@ def part_throughput(
         for repeat in range(repeats):
             runs: dict[str, Any] = {}
             for key in ("A", "B"):
+                contention = Contention(server.process.pid)
                 replies, wall = concurrent(server.base_url, runs_jobs[key], max_tokens)
+                other = contention.cores()
                 server.check()
                 run = runs[key] = summarize(replies, wall, max_tokens)
+                run["other_cpu_cores"] = other
+                if other > OTHER_CPU_WARNING:
+                    print(f"  warning: other processes used {other:.2f} cores during run {key} {repeat + 1}: "
+                          "its numbers are not to be trusted")  # fmt: skip
                 con = run.get("constrained", {})
                 unc = run.get("unconstrained", {})
                 rows.append([
@@ -394,8 +430,7 @@ def part_throughput(
                     fmt(con.get("completion_tokens")), fmt(unc.get("completion_tokens")), f"{wall:.1f}",
                     fmt(run["tokens_per_s"], 1), fmt(con.get("stream_tokens_per_s_p50"), 1),
                     fmt(unc.get("stream_tokens_per_s_p50"), 1), fmt(con.get("ttft_p50_ms")),
-                    fmt(unc.get("ttft_p50_ms")),
-                    str(run["failed"]), str(run["invalid"]),
+                    fmt(unc.get("ttft_p50_ms")), f"{other:.2f}", str(run["failed"]), str(run["invalid"]),
                 ])  # fmt: skip
             runs["ratio_b_over_a"] = runs["B"]["tokens_per_s"] / runs["A"]["tokens_per_s"]
             ratios.append(runs["ratio_b_over_a"])
@@ -412,7 +447,7 @@ def part_throughput(
         "constrained ones with a schema 64 tokens never complete",
         ["run", "requests", "tokens", "constrained tokens", "unconstrained tokens", "wall s", "tokens/s",
          "constrained stream tok/s p50", "unconstrained stream tok/s p50", "constrained TTFT p50 ms",
-         "unconstrained TTFT p50 ms", "failed", "invalid"],
+         "unconstrained TTFT p50 ms", "other CPU (cores)", "failed", "invalid"],
         rows,
     )  # fmt: skip
     ratio = result["ratio_b_over_a"]
@@ -632,7 +667,7 @@ def main() -> int:
                         help="1: what runs the model (torch in float32)")  # fmt: skip
     parser.add_argument("--clients", type=int, default=16, help="1: concurrent clients (every other one constrained)")
     parser.add_argument("--rounds", type=int, default=2, help="1: requests per client, in turn")
-    parser.add_argument("--repeats", type=int, default=1, help="1: A/B runs, alternated; the median ratio")
+    parser.add_argument("--repeats", type=int, default=3, help="1: A/B runs, alternated; the median ratio")
     parser.add_argument("--max-tokens", type=int, default=64, help="1: max_tokens of every request")
     parser.add_argument("--schemas", type=int, default=20, help="2: distinct schemas compiled the first time")
     parser.add_argument("--cached-compiles", type=int, default=100, help="2: compiles of kept schemas")
