@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +143,13 @@ def test_a_cached_answer_keeps_its_tool_calls() -> None:
 
     again = asyncio.run(round_trip())
     assert again.tool_calls == [call] and again.finish_reason == "tool_calls" and again.text == ""
+
+
+def test_one_schema_sent_at_once_by_many_is_compiled_once(compiler: GrammarCompiler) -> None:
+    schema = Grammar(
+        "json", json.dumps({"type": "object", "properties": {f"k{i}": {"type": "integer"} for i in range(30)}})
+    )
+    before = compiler.compiled
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda _: compiler.compile(schema), range(8)))
+    assert compiler.compiled == before + 1

@@ -43,6 +43,7 @@ class GrammarCompiler:
         self._tokenizer: llguidance.LLTokenizer | None = None  # built on first use: 0.3 s for a 49k vocabulary
         self._kept: OrderedDict[tuple[str, str], llguidance.LLMatcher] = OrderedDict()
         self._lock = threading.Lock()
+        self._building: dict[tuple[str, str], threading.Lock] = {}  # a lock per grammar being compiled
         self.compiled = 0  # grammars compiled (not found kept), for tests and benchmarks
 
     def tokenizer(self) -> llguidance.LLTokenizer:
@@ -62,16 +63,23 @@ class GrammarCompiler:
             )
         key = (grammar.kind, grammar.value)
         with self._lock:
-            kept = self._kept.get(key)
-            if kept is not None:
-                self._kept.move_to_end(key)
-        if kept is None:
-            kept = self._build(grammar)
+            building = self._building.setdefault(key, threading.Lock())
+        try:
+            with building:  # the same schema sent by several requests at once is compiled once; others wait for it
+                with self._lock:
+                    kept = self._kept.get(key)
+                    if kept is not None:
+                        self._kept.move_to_end(key)
+                if kept is None:
+                    kept = self._build(grammar)
+                    with self._lock:
+                        self._kept[key] = kept
+                        self.compiled += 1
+                        while len(self._kept) > _KEPT:
+                            self._kept.popitem(last=False)
+        finally:
             with self._lock:
-                self._kept[key] = kept
-                self.compiled += 1
-                while len(self._kept) > _KEPT:
-                    self._kept.popitem(last=False)
+                self._building.pop(key, None)
         return Constraint(kept.deep_copy(), self._vocab_size)
 
     def _build(self, grammar: Grammar) -> llguidance.LLMatcher:
