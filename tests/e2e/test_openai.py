@@ -324,12 +324,19 @@ def test_empty_messages_is_a_client_error(oai: openai.OpenAI) -> None:
     assert_shows(caught.value, "messages")
 
 
-def test_tools_are_refused_with_a_clear_400(oai: openai.OpenAI) -> None:
+def test_a_required_tool_is_called(oai: openai.OpenAI) -> None:
+    """Tools are answered (tests/e2e/test_structured.py has the rest): a required call of the one tool."""
     tool = {
         "type": "function",
         "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
     }
-    with pytest.raises(openai.BadRequestError) as caught:
-        oai.chat.completions.create(model=MODEL_ID, messages=FRANCE, max_tokens=3, tools=[tool])
-    assert caught.value.status_code == 400
-    assert_shows(caught.value, "`tools`", "not supported")
+    out = oai.chat.completions.create(
+        model=MODEL_ID,
+        messages=FRANCE,
+        max_tokens=40,
+        tools=[tool],  # type: ignore[list-item]
+        tool_choice="required",
+        parallel_tool_calls=False,
+    )
+    assert out.choices[0].finish_reason == "tool_calls"
+    assert [c.function.name for c in out.choices[0].message.tool_calls or []] == ["get_weather"]
