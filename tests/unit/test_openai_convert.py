@@ -306,6 +306,7 @@ def test_validation_errors_name_their_parameter() -> None:
         ({"messages": [{"role": "nobody", "content": "x"}]}, "messages[0].role"),
         ({"stop": list("abcde")}, "stop"),
         ({"logit_bias": {"x": 1}}, "logit_bias"),
+        ({"logit_bias": {"1": 3.7e174}}, "logit_bias"),  # OpenAI's range is -100..100 (a float overflow was a 424)
         ({"top_logprobs": 2}, "top_logprobs"),
     ]:
         with pytest.raises(ValidationError) as info:

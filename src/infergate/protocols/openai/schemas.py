@@ -6,7 +6,7 @@ top-level field is refused as OpenAI does ("Unrecognized request argument suppli
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -58,7 +58,7 @@ class _Sampling(_Wire):
     seed: int | None = Field(None, ge=0, le=2**64 - 1)
     stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1, le=8)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None  # OpenAI's range
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     # Extensions of vLLM and TGI (huggingface_hub, LangChain's and LiteLLM's vLLM clients send them).
