@@ -328,12 +328,16 @@ def test_a_required_tool_is_called(oai: openai.OpenAI) -> None:
     """Tools are answered (tests/e2e/test_structured.py has the rest): a required call of the one tool."""
     tool = {
         "type": "function",
-        "function": {"name": "get_weather", "parameters": {"type": "object", "properties": {}}},
+        "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {}, "additionalProperties": False},
+        },
     }
     out = oai.chat.completions.create(
         model=MODEL_ID,
         messages=FRANCE,
         max_tokens=40,
+        temperature=0,
         tools=[tool],  # type: ignore[list-item]
         tool_choice="required",
         parallel_tool_calls=False,
