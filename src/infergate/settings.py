@@ -24,8 +24,10 @@ __all__ = [
     "RemoteSettings",
     "ServerSettings",
     "Settings",
+    "SsoSettings",
     "SettingsError",
     "TierSettings",
+    "WebSettings",
     "load_settings",
     "secret",
 ]
@@ -135,6 +137,38 @@ class RemoteSettings(_Strict):
     affinity_slack: int = Field(4, ge=0)
 
 
+class WebSettings(_Strict):
+    """The web pages (playground, account, admin) and their sign-in."""
+
+    enabled: bool = True
+    # How long a browser stays signed in (the session cookie's lifetime); signing out ends it at once.
+    session_ttl_s: float = Field(12 * 3600.0, gt=0)
+
+
+class SsoSettings(_Strict):
+    """Enterprise sign-in through an OpenID Connect identity provider; off unless `issuer` is set. The client
+    secret is read from the environment variable `client_secret_env` names, never from the file."""
+
+    issuer: str | None = None  # e.g. "https://login.example.com/realms/acme" (its /.well-known/openid-configuration)
+    client_id: str = ""
+    client_secret_env: str = "INFERGATE_SSO_CLIENT_SECRET"
+    tier: str = "enterprise"  # what every user who signs in through the provider gets
+    scopes: str = "openid email profile"
+    name_claim: str = "email"  # the ID token claim that names a new user (else preferred_username, then sub)
+    label: str = "Sign in with SSO"
+
+    @model_validator(mode="after")
+    def _complete(self) -> SsoSettings:
+        if self.issuer is not None:
+            if not self.issuer.startswith(("https://", "http://")):
+                raise ValueError(f"[sso] issuer must be an http(s) URL; got {self.issuer!r}")
+            if not self.client_id:
+                raise ValueError("[sso] needs `client_id`, the client registered for infergate at the provider")
+            if "openid" not in self.scopes.split():
+                raise ValueError("[sso] scopes must include `openid`")
+        return self
+
+
 class ModelEntry(_Strict):
     """One catalog entry. ``source`` is a hub id, a local directory, a model file, ``package:PKG/FILE`` for a
     model shipped inside a Python package, or ``assemble:PKG`` for a package whose ``assemble()`` writes it.
@@ -206,6 +240,8 @@ class Settings(_Strict):
     auth: AuthSettings = AuthSettings()
     cache: CacheSettings = CacheSettings()
     remote: RemoteSettings = RemoteSettings()
+    web: WebSettings = WebSettings()
+    sso: SsoSettings = SsoSettings()
     tiers: dict[str, TierSettings]
     models: tuple[ModelEntry, ...] = ()
 
@@ -315,6 +351,12 @@ def load_settings(config_file: Path | None = None, overrides: dict[str, Any] | N
             raise SettingsError(
                 f"model {entry.id} names unknown tiers {sorted(unknown)}; known tiers: {sorted(settings.tiers)}"
             )
+    sso_tier = settings.sso.tier
+    if settings.sso.issuer is not None and (sso_tier not in settings.tiers or sso_tier == "anonymous"):
+        raise SettingsError(
+            f"[sso] tier = {settings.sso.tier!r} is not a tier users can have; pick one of "
+            f"{sorted(t for t in settings.tiers if t != 'anonymous')}"
+        )
     if "anonymous" not in settings.tiers:
         raise SettingsError("the `anonymous` tier cannot be removed; turn anonymous access off with [auth]")
     return settings

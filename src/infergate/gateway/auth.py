@@ -6,6 +6,9 @@ its own: huggingface_hub sends the user's Hub token (``HF_TOKEN``, ``hf auth log
 ``openai`` SDK refuses to run without a key, so users pass the placeholders OpenAI-compatible servers teach
 (``EMPTY``, ``sk-no-key-required``). Such a caller is served as anonymous where anonymous calls are allowed,
 with exactly anonymous rights; otherwise the 401 says what happened and how to send an infergate token.
+
+A browser signed in to the web pages holds a session cookie instead (`SessionKey`); the pages' own calls to the
+API carry the session's CSRF token beside it, and a session without its CSRF token authenticates nothing.
 """
 
 from __future__ import annotations
@@ -14,16 +17,26 @@ import asyncio
 import hmac
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from infergate.core.errors import UnauthorizedError
 from infergate.gateway.principal import Principal
-from infergate.store.records import PrincipalRecord
+from infergate.store.records import PrincipalRecord, SessionRecord
 from infergate.store.store import hash_token
 
-__all__ = ["INVALID_CREDENTIALS", "TOKEN_PREFIX", "Authenticator", "ServiceAuthenticator"]
+__all__ = [
+    "INVALID_CREDENTIALS",
+    "SESSION_ENDED",
+    "TOKEN_PREFIX",
+    "Authenticator",
+    "ServiceAuthenticator",
+    "SessionKey",
+    "WebSession",
+]
 
 # The hosted API's words, which clients and users recognise.
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+SESSION_ENDED = "Your sign-in has ended (signed out, expired, or the user was disabled); sign in again at /login."
 _MAX_CACHED = 100_000
 TOKEN_PREFIX = "ig_"  # every token the store issues starts with it
 _HOW_TO_SEND = (
@@ -33,6 +46,20 @@ _HOW_TO_SEND = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """A browser's credentials: its session cookie and, on calls that change something, the CSRF token."""
+
+    session_id: str
+    csrf: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebSession:
+    principal: Principal
+    csrf: str
+
+
 class Authenticator:
     def __init__(
         self,
@@ -40,44 +67,74 @@ class Authenticator:
         *,
         allow_anonymous: bool,
         cache_ttl_s: float,
+        session_lookup: Callable[[str], SessionRecord | None] = lambda digest: None,
     ) -> None:
-        """``lookup`` is the store's (blocking) token_hash -> record; it runs in a worker thread."""
+        """``lookup`` is the store's (blocking) token_hash -> record, ``session_lookup`` its session_hash -> record;
+        they run in a worker thread."""
         self._lookup = lookup
+        self._session_lookup = session_lookup
         self._allow_anonymous = allow_anonymous
         self._ttl = cache_ttl_s
-        self._cache: dict[str, tuple[float, PrincipalRecord | None]] = {}
+        self._cache: dict[str, tuple[float, PrincipalRecord | SessionRecord | None]] = {}
 
-    async def authenticate(self, authorization: str | None, client: str) -> Principal:
-        """``client`` (the peer address) identifies anonymous callers for their limits."""
+    async def authenticate(
+        self, authorization: str | None, client: str, session: SessionKey | None = None
+    ) -> Principal:
+        """``client`` (the peer address) identifies anonymous callers for their limits. A bearer token wins over a
+        session; a session counts only with its CSRF token (a page's own call), else the caller is anonymous."""
         token = _bearer(authorization)
+        if token is None and session is not None and session.csrf is not None:
+            web = await self.session(session.session_id)
+            if web is None or not hmac.compare_digest(web.csrf, session.csrf):
+                raise UnauthorizedError(SESSION_ENDED)
+            return web.principal
         if token is None or not token.startswith(TOKEN_PREFIX):
             if not self._allow_anonymous:
                 raise UnauthorizedError(_refusal(foreign=token is not None))
             return Principal(key=f"anon:{client}", tier="anonymous", foreign_token=token is not None)
-        digest = hash_token(token)
-        now = time.monotonic()
-        cached = self._cache.get(digest)
-        if cached is not None and cached[0] > now:
-            record = cached[1]
-        else:
-            record = await asyncio.to_thread(self._lookup, digest)
-            if len(self._cache) >= _MAX_CACHED:
-                self._cache.clear()
-            self._cache[digest] = (now + self._ttl, record)
-        if record is None or record.revoked:
+        record = await self._cached("token:" + hash_token(token), self._lookup)
+        if not isinstance(record, PrincipalRecord) or record.revoked:
             raise UnauthorizedError(INVALID_CREDENTIALS)
-        return Principal(
-            key=f"user:{record.user_id}",
-            tier=record.tier,
-            user_id=record.user_id,
-            user_name=record.user_name,
-            token_id=record.token_id,
-            admin=record.admin,
-        )
+        if record.disabled:
+            raise UnauthorizedError(
+                f"The user {record.user_name!r} is disabled, so its tokens are refused; ask an admin to enable it."
+            )
+        return _principal(record)
+
+    async def session(self, session_id: str) -> WebSession | None:
+        """The signed-in user of a session cookie, or None when the session has ended."""
+        record = await self._cached("session:" + hash_token(session_id), self._session_lookup)
+        if not isinstance(record, SessionRecord):
+            return None
+        return WebSession(_principal(record.principal), record.csrf)
+
+    async def _cached(
+        self, key: str, lookup: Callable[[str], PrincipalRecord | SessionRecord | None]
+    ) -> PrincipalRecord | SessionRecord | None:
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        record = await asyncio.to_thread(lookup, key.partition(":")[2])
+        if len(self._cache) >= _MAX_CACHED:
+            self._cache.clear()
+        self._cache[key] = (now + self._ttl, record)
+        return record
 
     def forget(self) -> None:
-        """Drop cached answers (after a revocation or a tier change made in this process)."""
+        """Drop cached answers (after a revocation, a sign-out or a tier change made in this process)."""
         self._cache.clear()
+
+
+def _principal(record: PrincipalRecord) -> Principal:
+    return Principal(
+        key=f"user:{record.user_id}",
+        tier=record.tier,
+        user_id=record.user_id,
+        user_name=record.user_name,
+        token_id=record.token_id or None,
+        admin=record.admin,
+    )
 
 
 class ServiceAuthenticator(Authenticator):
@@ -89,7 +146,9 @@ class ServiceAuthenticator(Authenticator):
         self._digest = hash_token(service_token)
         self._env_name = env_name
 
-    async def authenticate(self, authorization: str | None, client: str) -> Principal:
+    async def authenticate(
+        self, authorization: str | None, client: str, session: SessionKey | None = None
+    ) -> Principal:
         token = _bearer(authorization) if authorization else None
         if token is None or not hmac.compare_digest(hash_token(token), self._digest):
             raise UnauthorizedError(

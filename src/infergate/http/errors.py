@@ -13,6 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from infergate.core import errors
 from infergate.http.accounting import quota_headers
+from infergate.http.state import get_state
 
 __all__ = [
     "error_headers",
@@ -140,6 +141,20 @@ def error_headers(exc: errors.InfergateError) -> dict[str, str] | None:
     return None
 
 
+def _remember(request: Request, status: int, message: str) -> None:
+    """Keep the error for the admin page, with the route's template (never the raw path, which may be anything)."""
+    ticket = getattr(request.state, "ticket", None)
+    route = request.scope.get("route")
+    get_state(request).errors.record(
+        status,
+        request.method,
+        getattr(route, "path", request.url.path[:200]),
+        ticket.spec.id if ticket is not None else None,
+        ticket.principal.user_name if ticket is not None else None,
+        message,
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.InfergateError)
     async def _infergate(request: Request, exc: errors.InfergateError) -> JSONResponse:
@@ -147,6 +162,7 @@ def install_error_handlers(app: FastAPI) -> None:
             status, payload = openai_error_response(exc, request.url.path)
         else:
             status, payload = status_for(exc), error_payload(exc)
+        _remember(request, status, exc.message)
         return JSONResponse(payload, status_code=status, headers=error_headers(exc))
 
     @app.exception_handler(StarletteHTTPException)
@@ -168,6 +184,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
+        _remember(request, 500, f"internal error: {type(exc).__name__}")
         return JSONResponse(
             {
                 "error": f"Internal server error ({type(exc).__name__}); this is a bug in infergate and the "

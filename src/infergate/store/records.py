@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
-__all__ = ["PrincipalRecord", "TokenInfo", "UsageRow", "UsageSummaryRow", "UserInfo"]
+__all__ = [
+    "DailyUsageRow",
+    "PrincipalRecord",
+    "SessionRecord",
+    "TokenInfo",
+    "UsageRow",
+    "UsageSummaryRow",
+    "UserInfo",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +23,8 @@ class UserInfo:
     tier: str
     admin: bool
     created_at: datetime
+    disabled: bool = False
+    sso: bool = False  # signs in through the identity provider
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +47,16 @@ class PrincipalRecord:
     tier: str
     admin: bool
     revoked: bool
+    disabled: bool = False  # the user's, which stops every token and session of theirs
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A browser sign-in: whose it is, the CSRF token its forms carry, and when it ends."""
+
+    principal: PrincipalRecord  # token_id is 0: a session is not a token
+    csrf: str
+    expires_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,3 +82,14 @@ class UsageSummaryRow:
     generated_tokens: int
     cache_hits: int
     errors: int  # status >= 400
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsageRow:
+    day: date  # UTC
+    model: str
+    requests: int
+    prompt_tokens: int
+    generated_tokens: int
+    cache_hits: int
+    errors: int

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Integer, String
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["ApiToken", "Base", "Usage", "User"]
+__all__ = ["ApiToken", "Base", "Usage", "User", "WebSession"]
 
 
 def _now() -> datetime:
@@ -25,6 +25,10 @@ class User(Base):
     tier: Mapped[str] = mapped_column(String(64), nullable=False)
     admin: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Who the user is at an identity provider (OpenID Connect `iss` and `sub`), for users who sign in with SSO.
+    sso_issuer: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    sso_subject: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
 
 class ApiToken(Base):
@@ -51,3 +55,15 @@ class Usage(Base):
     status: Mapped[int] = mapped_column(Integer, nullable=False)
     duration_ms: Mapped[float] = mapped_column(Float, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+
+
+class WebSession(Base):
+    """A browser's sign-in: the cookie holds a random id, the table its SHA-256 (as for API tokens)."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    session_hash: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    csrf: Mapped[str] = mapped_column(String(64), nullable=False)  # what every form and page call must carry
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, default=_now)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,16 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from infergate.store.records import PrincipalRecord, TokenInfo, UsageRow, UsageSummaryRow, UserInfo
-from infergate.store.schema import ApiToken, Usage, User
+from infergate.store.records import (
+    DailyUsageRow,
+    PrincipalRecord,
+    SessionRecord,
+    TokenInfo,
+    UsageRow,
+    UsageSummaryRow,
+    UserInfo,
+)
+from infergate.store.schema import ApiToken, Usage, User, WebSession
 
 __all__ = ["Store", "StoreConflict", "StoreError", "StoreNotFound", "hash_token"]
 
@@ -121,6 +129,31 @@ class Store:
             user.tier = tier
             return _user(user)
 
+    def set_disabled(self, name: str, disabled: bool) -> UserInfo:
+        """A disabled user's tokens and sessions stop working at once (their rows stay, for the usage history)."""
+        with self._session.begin() as s:
+            user = self._user_named(s, name)
+            user.disabled = disabled
+            if disabled:
+                s.execute(WebSession.__table__.delete().where(WebSession.user_id == user.id))
+            return _user(user)
+
+    def sso_user(self, issuer: str, subject: str, name: str, tier: str) -> UserInfo:
+        """The user an identity provider's `iss` and `sub` sign in as, created on first sign-in under ``name``
+        (or ``name`` with a number, when another user has it). The tier is the configured SSO tier, set at every
+        sign-in: the identity provider decides who signs in, the config what they get."""
+        with self._session.begin() as s:
+            user = s.scalar(select(User).where(User.sso_issuer == issuer, User.sso_subject == subject))
+            if user is None:
+                taken = set(s.scalars(select(User.name).where(User.name.startswith(name))))
+                unique = next(n for n in (name, *(f"{name}-{i}" for i in range(2, 10**6))) if n not in taken)
+                user = User(name=unique, tier=tier, admin=False, created_at=datetime.now(UTC))
+                user.sso_issuer, user.sso_subject = issuer, subject
+                s.add(user)
+                s.flush()
+            user.tier = tier
+            return _user(user)
+
     def get_user(self, name: str) -> UserInfo | None:
         with self._session() as s:
             user = s.scalar(select(User).where(User.name == name))
@@ -173,6 +206,24 @@ class Store:
             assert user is not None
             return _token(row, user.name)
 
+    def revoke_token_id(self, token_id: int, user_name: str | None = None) -> TokenInfo:
+        """Revoke a token by its id (as pages list them); with ``user_name``, only one of that user's."""
+        with self._session.begin() as s:
+            row = s.get(ApiToken, token_id)
+            user = s.get(User, row.user_id) if row is not None else None
+            if row is None or user is None or (user_name is not None and user.name != user_name):
+                raise StoreNotFound(f"no token {token_id}; the token list shows the ones you can revoke")
+            if row.revoked_at is None:
+                row.revoked_at = datetime.now(UTC)
+            return _token(row, user.name)
+
+    def list_all_tokens(self, limit: int = 500) -> list[TokenInfo]:
+        """Every user's tokens, newest first."""
+        with self._session() as s:
+            query = select(ApiToken, User.name).join(User, User.id == ApiToken.user_id)
+            rows = s.execute(query.order_by(ApiToken.id.desc()).limit(limit))
+            return [_token(t, name) for t, name in rows]
+
     def principal_for_hash(self, token_hash: str) -> PrincipalRecord | None:
         with self._session() as s:
             found = s.execute(
@@ -183,14 +234,49 @@ class Store:
             token, user = found
             if not hmac.compare_digest(token.token_hash, token_hash):
                 return None
-            return PrincipalRecord(
-                token_id=token.id,
-                user_id=user.id,
-                user_name=user.name,
-                tier=user.tier,
-                admin=user.admin,
-                revoked=token.revoked_at is not None,
+            return _principal(user, token.id, revoked=token.revoked_at is not None)
+
+    # -- web sessions ------------------------------------------------------------------------------------
+    def create_session(self, user_id: int, ttl_s: float) -> tuple[str, SessionRecord]:
+        """A new browser session for the user: the id for the cookie (returned once, only its hash is kept)."""
+        session_id = secrets.token_urlsafe(32)
+        now = datetime.now(UTC)
+        with self._session.begin() as s:
+            user = s.get(User, user_id)
+            if user is None or user.disabled:
+                raise StoreNotFound("this user no longer exists or is disabled; an admin can tell you more")
+            # Sign-ins that ended are deleted as new ones start: the table holds only live sessions.
+            s.execute(WebSession.__table__.delete().where(WebSession.expires_at < now))
+            row = WebSession(
+                session_hash=hash_token(session_id),
+                user_id=user_id,
+                csrf=secrets.token_urlsafe(24),
+                created_at=now,
+                expires_at=now + timedelta(seconds=ttl_s),
             )
+            s.add(row)
+            s.flush()
+            return session_id, SessionRecord(_principal(user, 0, revoked=False), row.csrf, row.expires_at)
+
+    def session_for_hash(self, session_hash: str) -> SessionRecord | None:
+        """The live session with this hash (None once it ended, or its user was disabled)."""
+        with self._session() as s:
+            found = s.execute(
+                select(WebSession, User).join(User, User.id == WebSession.user_id).where(
+                    WebSession.session_hash == session_hash
+                )
+            ).first()
+            if found is None:
+                return None
+            row, user = found
+            expires = _utc(row.expires_at) or row.expires_at
+            if expires <= datetime.now(UTC) or user.disabled:
+                return None
+            return SessionRecord(_principal(user, 0, revoked=False), row.csrf, expires)
+
+    def end_session(self, session_hash: str) -> None:
+        with self._session.begin() as s:
+            s.execute(WebSession.__table__.delete().where(WebSession.session_hash == session_hash))
 
     def touch_tokens(self, last_used: dict[int, datetime]) -> None:
         if not last_used:
@@ -210,15 +296,7 @@ class Store:
     def usage_summary(self, user_name: str | None = None) -> list[UsageSummaryRow]:
         name = func.coalesce(User.name, "(anonymous)")
         query = (
-            select(
-                name,
-                Usage.model,
-                func.count(Usage.id),
-                func.coalesce(func.sum(Usage.prompt_tokens), 0),
-                func.coalesce(func.sum(Usage.generated_tokens), 0),
-                func.coalesce(func.sum(case((Usage.cached, 1), else_=0)), 0),
-                func.coalesce(func.sum(case((Usage.status >= 400, 1), else_=0)), 0),
-            )
+            select(name, Usage.model, *_USAGE_SUMS)
             .select_from(Usage)
             .outerjoin(User, User.id == Usage.user_id)
             .group_by(name, Usage.model)
@@ -228,6 +306,38 @@ class Store:
             query = query.where(User.name == user_name)
         with self._session() as s:
             return [UsageSummaryRow(*(row[:2]), *(int(v) for v in row[2:])) for row in s.execute(query)]
+
+    def usage_daily(self, user_name: str, days: int = 30) -> list[DailyUsageRow]:
+        """A user's usage per UTC day and model, over the last ``days`` days (today included), oldest first."""
+        since = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
+        # SQLite keeps the UTC time as written; PostgreSQL converts to the session's zone unless told.
+        day = func.date(Usage.created_at) if self._sqlite else func.date(func.timezone("UTC", Usage.created_at))
+        query = (
+            select(day, Usage.model, *_USAGE_SUMS)
+            .join(User, User.id == Usage.user_id)
+            .where(User.name == user_name, Usage.created_at >= since)
+            .group_by(day, Usage.model)
+            .order_by(day, Usage.model)
+        )
+        with self._session() as s:
+            return [
+                DailyUsageRow(
+                    row[0] if isinstance(row[0], date) else date.fromisoformat(str(row[0])),
+                    row[1],
+                    *(int(v) for v in row[2:]),
+                )
+                for row in s.execute(query)
+            ]
+
+
+# requests, prompt tokens, generated tokens, cache hits, errors: the sums every usage report shows.
+_USAGE_SUMS = (
+    func.count(Usage.id),
+    func.coalesce(func.sum(Usage.prompt_tokens), 0),
+    func.coalesce(func.sum(Usage.generated_tokens), 0),
+    func.coalesce(func.sum(case((Usage.cached, 1), else_=0)), 0),
+    func.coalesce(func.sum(case((Usage.status >= 400, 1), else_=0)), 0),
+)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -242,7 +352,27 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _user(u: User) -> UserInfo:
-    return UserInfo(id=u.id, name=u.name, tier=u.tier, admin=u.admin, created_at=_utc(u.created_at) or u.created_at)
+    return UserInfo(
+        id=u.id,
+        name=u.name,
+        tier=u.tier,
+        admin=u.admin,
+        created_at=_utc(u.created_at) or u.created_at,
+        disabled=bool(u.disabled),
+        sso=u.sso_subject is not None,
+    )
+
+
+def _principal(user: User, token_id: int, revoked: bool) -> PrincipalRecord:
+    return PrincipalRecord(
+        token_id=token_id,
+        user_id=user.id,
+        user_name=user.name,
+        tier=user.tier,
+        admin=user.admin,
+        revoked=revoked,
+        disabled=bool(user.disabled),
+    )
 
 
 def _token(t: ApiToken, user_name: str) -> TokenInfo:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from infergate.core.errors import BadRequestError, ForbiddenError, NotFoundError
 from infergate.http.body import read_json
 from infergate.http.openapi import json_body
-from infergate.http.state import client_address, get_state
+from infergate.http.state import authenticate, get_state
 from infergate.protocols.wire import parse_wire
 from infergate.store.store import Store, StoreConflict, StoreError, StoreNotFound
 
@@ -43,7 +43,7 @@ class RevokeToken(BaseModel):
 
 async def _store(request: Request) -> Store:
     state = get_state(request)
-    principal = await state.gateway.authenticate(request.headers.get("authorization"), client_address(request))
+    principal = await authenticate(request)
     if not principal.admin:
         raise ForbiddenError(
             "The admin API needs an admin's token; create one on the server with "

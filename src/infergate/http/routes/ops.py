@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 
 from infergate.core.engine import ModelEngine, ModelLimits, Replicated, TextGenerator
 from infergate.core.errors import ValidationError
+from infergate.gateway.gateway import Gateway
 from infergate.http.body import read_json
 from infergate.http.openapi import TOKENS, json_body
 from infergate.http.state import admit, get_state
@@ -16,7 +17,7 @@ from infergate.observability.metrics import render_metrics
 from infergate.protocols.tgi.convert import EXAMPLE
 from infergate.protocols.tgi.schemas import TokenizeRequest
 
-__all__ = ["router"]
+__all__ = ["model_list", "router"]
 
 router = APIRouter()
 
@@ -104,9 +105,9 @@ async def tokenize(request: Request) -> list[dict[str, Any]]:
     return [{"id": s.id, "text": s.text, "start": s.start, "stop": s.stop} for s in spans]
 
 
-@router.get("/v1/models", summary="OpenAI model list")
-async def models(request: Request) -> dict[str, Any]:
-    gateway = get_state(request).gateway
+def model_list(gateway: Gateway) -> list[dict[str, Any]]:
+    """Each catalog model with its task, tiers, state, memory and (remote models) replicas; `GET /v1/models`
+    and the admin page show it."""
     data = []
     for spec in gateway.catalog:
         engine = gateway.engines().get(spec.id)
@@ -129,10 +130,16 @@ async def models(request: Request) -> dict[str, Any]:
                 {"url": r.url, "state": r.state, "in_flight": r.in_flight, "last_error": r.last_error}
                 for r in engine.replica_views()
             ]
-    return {"object": "list", "data": data}
+    return data
+
+
+@router.get("/v1/models", summary="OpenAI model list")
+async def models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": model_list(get_state(request).gateway)}
 
 
 @router.get("/metrics", summary="Prometheus metrics")
 async def metrics(request: Request) -> Response:
-    body, content_type = render_metrics(get_state(request).gateway.engines())
+    gateway = get_state(request).gateway
+    body, content_type = render_metrics(gateway.engines(), gateway.metrics)
     return Response(body, media_type=content_type)
