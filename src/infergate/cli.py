@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     set_tier.add_argument("name")
     set_tier.add_argument("tier")
     users.add_parser("list", help="list users")
+    disable = users.add_parser("disable", help="refuse a user's tokens and sessions (their usage is kept)")
+    disable.add_argument("name")
+    enable = users.add_parser("enable", help="let a disabled user in again")
+    enable.add_argument("name")
 
     tokens = sub.add_parser("tokens", help="manage API tokens").add_subparsers(dest="action", required=True)
     tcreate = tokens.add_parser("create", help="create a token for a user (printed once, last line)")
@@ -121,10 +125,14 @@ def _run_admin(args: argparse.Namespace, settings: Settings, store: Any) -> int:
             _check_tier(settings, args.tier)
             user = store.set_tier(args.name, args.tier)
             print(f"{user.name} is now on the {user.tier} tier (running servers apply it within seconds)")
+        elif args.action in ("disable", "enable"):
+            user = store.set_disabled(args.name, args.action == "disable")
+            print(f"{user.name} is {args.action}d (running servers apply it within seconds)")
         else:
-            rows = [(u.name, u.tier, "yes" if u.admin else "", u.created_at.isoformat(timespec="seconds"))
-                    for u in store.list_users()]  # fmt: skip
-            print(_table(("name", "tier", "admin", "created"), rows))
+            users = [(u.name, u.tier, "yes" if u.admin else "", u.created_at.isoformat(timespec="seconds"),
+                      "disabled" if u.disabled else "active", "sso" if u.sso else "token")
+                     for u in store.list_users()]  # fmt: skip
+            print(_table(("name", "tier", "admin", "created", "state", "sign-in"), users))
     elif args.command == "tokens":
         if args.action == "create":
             token, info = store.create_token(args.name)

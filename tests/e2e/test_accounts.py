@@ -228,6 +228,18 @@ def test_admin_api_is_for_admin_tokens_only(srv: Server) -> None:
     assert "nina" in names and "mallory" in names
     r = httpx.patch(f"{base}/admin/users/nina", json={"tier": "enterprise"}, headers=auth(admin), timeout=10)
     assert r.json()["tier"] == "enterprise"
+    # Disabled, nina's token is refused at once, saying why; enabled again (with the CLI), it works again.
+    r = httpx.patch(f"{base}/admin/users/nina", json={"disabled": True}, headers=auth(admin), timeout=10)
+    assert r.status_code == 200 and r.json()["disabled"] is True
+    refused = httpx.post(srv.model_url, json=BODY, headers=auth(nina), timeout=60)
+    assert refused.status_code == 401 and "disabled" in refused.json()["error"]
+    listed = run_cli(srv, "users", "list").stdout.splitlines()
+    assert any(line.split()[0] == "nina" and "disabled" in line for line in listed)
+    run_cli(srv, "users", "enable", "nina")
+    time.sleep(1.2)  # the CLI is another process: running servers see it within auth.token_cache_ttl_s (1 s)
+    assert httpx.post(srv.model_url, json=BODY, headers=auth(nina), timeout=60).status_code == 200
+    r = httpx.patch(f"{base}/admin/users/nina", json={}, headers=auth(admin), timeout=10)
+    assert r.status_code == 400 and "nothing to change" in r.json()["error"]
     r = httpx.post(f"{base}/admin/tokens/revoke", json={"token": nina}, headers=auth(admin), timeout=10)
     assert r.status_code == 200
     # Revoked through this server: refused at once, not after the token cache's TTL.

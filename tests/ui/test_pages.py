@@ -134,7 +134,7 @@ def test_text_to_image_in_the_playground(page: Page, ui: UI, watch: Watch) -> No
     image = page.locator("#image")
     expect(image).to_be_visible(timeout=120_000)
     page.wait_for_function("document.querySelector('#image').naturalWidth > 0")
-    size = page.evaluate("(({naturalWidth, naturalHeight}) => [naturalWidth, naturalHeight])(document.querySelector('#image'))")
+    size = page.evaluate("(({naturalWidth: w, naturalHeight: h}) => [w, h])(document.querySelector('#image'))")
     assert size == [64, 48]
     page.click("[data-snippet=hub]")
     assert "client.text_to_image(" in page.locator("#snippet").inner_text()

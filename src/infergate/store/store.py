@@ -18,7 +18,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import case, create_engine, event, func, insert, select, text, update
+from sqlalchemy import case, create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -135,7 +135,7 @@ class Store:
             user = self._user_named(s, name)
             user.disabled = disabled
             if disabled:
-                s.execute(WebSession.__table__.delete().where(WebSession.user_id == user.id))
+                s.execute(delete(WebSession).where(WebSession.user_id == user.id))
             return _user(user)
 
     def sso_user(self, issuer: str, subject: str, name: str, tier: str) -> UserInfo:
@@ -246,7 +246,7 @@ class Store:
             if user is None or user.disabled:
                 raise StoreNotFound("this user no longer exists or is disabled; an admin can tell you more")
             # Sign-ins that ended are deleted as new ones start: the table holds only live sessions.
-            s.execute(WebSession.__table__.delete().where(WebSession.expires_at < now))
+            s.execute(delete(WebSession).where(WebSession.expires_at < now))
             row = WebSession(
                 session_hash=hash_token(session_id),
                 user_id=user_id,
@@ -276,7 +276,7 @@ class Store:
 
     def end_session(self, session_hash: str) -> None:
         with self._session.begin() as s:
-            s.execute(WebSession.__table__.delete().where(WebSession.session_hash == session_hash))
+            s.execute(delete(WebSession).where(WebSession.session_hash == session_hash))
 
     def touch_tokens(self, last_used: dict[int, datetime]) -> None:
         if not last_used:

@@ -10,6 +10,7 @@ from markupsafe import Markup
 __all__ = ["bar_chart"]
 
 _W, _H, _PAD, _LABEL = 640, 180, 4, 34
+_WIDEST = 90  # a bar, however few there are
 
 
 def bar_chart(bars: Sequence[tuple[str, int]], *, title: str, unit: str) -> Markup:
@@ -17,7 +18,7 @@ def bar_chart(bars: Sequence[tuple[str, int]], *, title: str, unit: str) -> Mark
     if not bars:
         return Markup('<p class="empty">No {} yet.</p>').format(unit)
     top = max(value for _, value in bars) or 1
-    width = (_W - _PAD) / len(bars)
+    width = min((_W - _PAD) / len(bars), _WIDEST)
     parts = [
         Markup('<svg class="chart" viewBox="0 0 {} {}" role="img" aria-label="{}" data-bars="{}">').format(
             _W, _H + _LABEL, title, len(bars)

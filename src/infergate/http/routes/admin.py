@@ -31,9 +31,12 @@ class NewUser(BaseModel):
     admin: bool = False
 
 
-class TierChange(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra={"examples": [{"tier": "pro"}]})
-    tier: str = Field(description="one of the configured tiers (not anonymous)")
+class UserChange(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", strict=True, json_schema_extra={"examples": [{"tier": "pro"}, {"disabled": True}]}
+    )
+    tier: str | None = Field(None, description="one of the configured tiers (not anonymous)")
+    disabled: bool | None = Field(None, description="true refuses the user's tokens and sessions; false lets it in")
 
 
 class RevokeToken(BaseModel):
@@ -86,13 +89,19 @@ async def create_user(request: Request) -> dict[str, Any]:
     return _json(await _call(store.create_user, new.name, new.tier, new.admin))
 
 
-@router.patch("/users/{name}", openapi_extra=json_body(TierChange))
-async def set_tier(name: str, request: Request) -> dict[str, Any]:
+@router.patch("/users/{name}", openapi_extra=json_body(UserChange))
+async def change_user(name: str, request: Request) -> dict[str, Any]:
     store = await _store(request)
-    tier = parse_wire(TierChange, await read_json(request), '{"tier": "pro"}').tier
-    _check_tier(request, tier)
-    user = await _call(store.set_tier, name, tier)
-    get_state(request).gateway.authenticator.forget()  # the new tier applies at once
+    change = parse_wire(UserChange, await read_json(request), '{"tier": "pro"} or {"disabled": true}')
+    if change.tier is None and change.disabled is None:
+        raise BadRequestError('nothing to change: send {"tier": "pro"}, {"disabled": true} or both')
+    user = None
+    if change.tier is not None:
+        _check_tier(request, change.tier)
+        user = await _call(store.set_tier, name, change.tier)
+    if change.disabled is not None:
+        user = await _call(store.set_disabled, name, change.disabled)
+    get_state(request).gateway.authenticator.forget()  # the change applies at once
     return _json(user)
 
 
