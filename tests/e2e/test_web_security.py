@@ -100,3 +100,7 @@ def test_pages_are_not_api_routes(server: Server) -> None:
     r = httpx.get(f"{server.base_url}/playground", timeout=30)
     assert r.status_code == 303 and r.headers["location"] == "/login?next=/playground"
     assert httpx.get(f"{server.base_url}/static/vendor/htmx-2.0.11.min.js", timeout=30).status_code == 200
+    # A browser at the root goes to the pages; clients get the JSON they always got.
+    page = httpx.get(server.base_url, headers={"accept": "text/html,application/xhtml+xml"}, timeout=30)
+    assert page.status_code == 303 and page.headers["location"] == "/playground"
+    assert httpx.get(server.base_url, timeout=30).json()["name"] == "infergate"

@@ -114,11 +114,15 @@ def test_the_snippet_is_the_request_the_page_makes(page: Page, ui: UI) -> None:
     assert f'model="{MODEL_ID}"' in code and "max_tokens=5" in code and '"Say yes."' in code
     page.click("[data-snippet=curl]")
     assert '"max_tokens":5' in page.locator("#snippet").inner_text()
-    run = subprocess.run(
-        [sys.executable, "-c", code.replace("ig_...", ui.free_token)], capture_output=True, text=True, timeout=120
-    )
-    assert run.returncode == 0, run.stderr
-    assert run.stdout.strip()
+    page.click("[data-snippet=hub]")
+    hub_code = page.locator("#snippet").inner_text()
+    assert "client.chat_completion(" in hub_code and "max_tokens=5" in hub_code
+    for snippet in (code, hub_code):
+        run = subprocess.run(
+            [sys.executable, "-c", snippet.replace("ig_...", ui.free_token)], capture_output=True, text=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.strip()
 
 
 def test_text_to_image_in_the_playground(page: Page, ui: UI, watch: Watch) -> None:

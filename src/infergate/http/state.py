@@ -28,6 +28,7 @@ class AppState:
     version: str
     started: float = field(default_factory=time.monotonic)
     errors: RecentErrors = field(default_factory=RecentErrors)  # the admin page's "recent errors"
+    pages: bool = False  # the web pages are served (a browser asking for / is sent to the playground)
 
 
 def get_state(request: Request) -> AppState:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from infergate.core.engine import ModelEngine, ModelLimits, Replicated, TextGenerator
 from infergate.core.errors import ValidationError
@@ -23,8 +23,10 @@ router = APIRouter()
 
 
 @router.get("/", summary="What this server is and what it serves")
-async def root(request: Request) -> dict[str, Any]:
+async def root(request: Request) -> Any:
     state = get_state(request)
+    if state.pages and "text/html" in request.headers.get("accept", ""):
+        return RedirectResponse("/playground", status_code=303)  # a person in a browser; clients send no text/html
     return {
         "name": "infergate",
         "version": state.version,
