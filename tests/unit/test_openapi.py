@@ -18,7 +18,7 @@ from infergate.core.engine import ModelLimits
 from infergate.core.tasks import ALL_TASKS
 from infergate.http.factory import create_app
 from infergate.http.openapi import TASK_BODIES
-from infergate.http.routes.admin import NewUser, RevokeToken, TierChange
+from infergate.http.routes.admin import NewUser, RevokeToken, UserChange
 from infergate.http.state import AppState
 from infergate.protocols import embeddings, images, pipelines
 from infergate.protocols.openai import convert as openai_convert
@@ -103,7 +103,7 @@ PARSERS: dict[str, Callable[[Any], Any]] = {
     "ChatCompletionRequest": lambda body: openai_convert.parse_chat(body, LIMITS),
     "CompletionRequest": lambda body: openai_convert.parse_completion(body, LIMITS),
     "NewUser": lambda body: parse_wire(NewUser, body, ""),
-    "TierChange": lambda body: parse_wire(TierChange, body, ""),
+    "UserChange": lambda body: parse_wire(UserChange, body, ""),
     "RevokeToken": lambda body: parse_wire(RevokeToken, body, ""),
     **{model.__name__: _pipeline(task) for task, model in pipelines.REQUESTS.items()},
 }

@@ -17,24 +17,22 @@ from infergate.http.state import get_state
 from infergate.observability.recent import RecentError
 from infergate.store.store import StoreError
 from infergate.web.pages import page
-from infergate.web.session import checked_form, current, to_login
+from infergate.web.session import PageAnswer, checked_form, signed_in
 
 __all__ = ["router"]
 
 router = APIRouter(include_in_schema=False)
 
 
-async def _admin(request: Request) -> WebSession | Response:
-    """The signed-in admin, or the response to send instead (sign in; 403 for anyone else)."""
-    web = await current(request)
-    if web is None:
-        return to_login(request)
+async def _admin(request: Request) -> WebSession:
+    """The signed-in admin (anyone else gets a 403 page; a browser not signed in is sent to sign in)."""
+    web = await signed_in(request)
     if not web.principal.admin:
-        return page(
+        raise PageAnswer(page(
             request, "error.html", web, 403, title="Admins only",
             message="These pages are for admins. An admin makes one with "
             "`infergate users create NAME --tier enterprise --admin`.",
-        )  # fmt: skip
+        ))  # fmt: skip
     return web
 
 
@@ -80,8 +78,6 @@ def _error_row(e: RecentError) -> dict[str, Any]:
 @router.get("/admin")
 async def admin(request: Request) -> Response:
     web = await _admin(request)
-    if isinstance(web, Response):
-        return web
     store = get_state(request).store
     users = await asyncio.to_thread(store.list_users)
     tokens = await asyncio.to_thread(store.list_all_tokens)
@@ -94,16 +90,12 @@ async def admin(request: Request) -> Response:
 async def live(request: Request) -> Response:
     """The models, queues and errors section alone: the page refreshes it every few seconds."""
     web = await _admin(request)
-    if isinstance(web, Response):
-        return web
     return page(request, "_admin_live.html", web, **_live(request))
 
 
 @router.post("/admin/forms/users")
 async def create_user(request: Request) -> Response:
     web = await _admin(request)
-    if isinstance(web, Response):
-        return web
     form = await checked_form(request, web)
     name, tier = str(form.get("name") or "").strip(), str(form.get("tier") or "")
     if tier not in _tiers(request):
@@ -119,8 +111,6 @@ async def create_user(request: Request) -> Response:
 async def change_user(name: str, request: Request) -> Response:
     """Change a user's tier (`tier`), or disable / enable it (`disabled` = "1" / "0")."""
     web = await _admin(request)
-    if isinstance(web, Response):
-        return web
     form = await checked_form(request, web)
     state = get_state(request)
     try:
@@ -142,8 +132,6 @@ async def change_user(name: str, request: Request) -> Response:
 @router.post("/admin/forms/tokens/{token_id}/revoke")
 async def revoke_token(token_id: int, request: Request) -> Response:
     web = await _admin(request)
-    if isinstance(web, Response):
-        return web
     await checked_form(request, web)
     state = get_state(request)
     try:

@@ -8,7 +8,7 @@ from fastapi.staticfiles import StaticFiles
 
 from infergate.web import admin_pages, pages
 from infergate.web.config import STATIC_DIR, WebConfig
-from infergate.web.session import CsrfRefused, current
+from infergate.web.session import CsrfRefused, PageAnswer, current
 
 __all__ = ["install"]
 
@@ -22,6 +22,10 @@ def install(app: FastAPI, config: WebConfig) -> None:
 
         app.include_router(sso.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.exception_handler(PageAnswer)
+    async def _answer(request: Request, exc: PageAnswer) -> Response:
+        return exc.response
 
     @app.exception_handler(CsrfRefused)
     async def _csrf(request: Request, exc: CsrfRefused) -> Response:

@@ -26,7 +26,7 @@ from infergate.web.session import (
     login_csrf,
     safe_next,
     sign_in,
-    to_login,
+    signed_in,
 )
 
 __all__ = ["page", "router"]
@@ -99,9 +99,7 @@ async def logout(request: Request) -> Response:
 # -- account ------------------------------------------------------------------------------------------------
 @router.get("/account")
 async def account(request: Request) -> Response:
-    web = await current(request)
-    if web is None:
-        return to_login(request)
+    web = await signed_in(request)
     state = get_state(request)
     p = web.principal
     assert p.user_name is not None
@@ -150,9 +148,7 @@ async def _tokens_section(request: Request, web: WebSession, new_token: str | No
 
 @router.post("/account/tokens")
 async def create_token(request: Request) -> Response:
-    web = await current(request)
-    if web is None:
-        return to_login(request)
+    web = await signed_in(request)
     await checked_form(request, web)
     assert web.principal.user_name is not None
     token, _ = await asyncio.to_thread(get_state(request).store.create_token, web.principal.user_name)
@@ -163,9 +159,7 @@ async def create_token(request: Request) -> Response:
 
 @router.post("/account/tokens/{token_id}/revoke")
 async def revoke_token(token_id: int, request: Request) -> Response:
-    web = await current(request)
-    if web is None:
-        return to_login(request)
+    web = await signed_in(request)
     await checked_form(request, web)
     state = get_state(request)
     await asyncio.to_thread(state.store.revoke_token_id, token_id, web.principal.user_name)
@@ -175,9 +169,7 @@ async def revoke_token(token_id: int, request: Request) -> Response:
 
 @router.get("/account/usage.csv")
 async def usage_csv(request: Request, days: int = 90) -> Response:
-    web = await current(request)
-    if web is None:
-        return to_login(request)
+    web = await signed_in(request)
     state = get_state(request)
     assert web.principal.user_name is not None
     await state.gateway.flush_usage()
@@ -197,9 +189,7 @@ async def usage_csv(request: Request, days: int = 90) -> Response:
 # -- playground ---------------------------------------------------------------------------------------------
 @router.get("/playground")
 async def playground(request: Request) -> Response:
-    web = await current(request)
-    if web is None:
-        return to_login(request)
+    web = await signed_in(request)
     gateway = get_state(request).gateway
     tier = web.principal.tier
     models = [

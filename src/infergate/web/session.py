@@ -26,12 +26,14 @@ from infergate.web.config import get_web
 __all__ = [
     "LOGIN_CSRF_COOKIE",
     "CsrfRefused",
+    "PageAnswer",
     "checked_form",
     "current",
     "end",
     "login_csrf",
     "safe_next",
     "sign_in",
+    "signed_in",
     "to_login",
 ]
 
@@ -42,12 +44,27 @@ class CsrfRefused(Exception):
     """A form or call without the session's CSRF token: not sent by one of this server's pages."""
 
 
+class PageAnswer(Exception):
+    """A page's early answer (sign in first; not for you), sent as it is."""
+
+    def __init__(self, response: Response) -> None:
+        self.response = response
+
+
 async def current(request: Request) -> WebSession | None:
     """The signed-in user of this browser, or None."""
     session_id = request.cookies.get(SESSION_COOKIE)
     if not session_id:
         return None
     return await get_state(request).gateway.authenticator.session(session_id)
+
+
+async def signed_in(request: Request) -> WebSession:
+    """The signed-in user; a browser that is not signed in is sent to sign in, and back here after."""
+    web = await current(request)
+    if web is None:
+        raise PageAnswer(to_login(request))
+    return web
 
 
 async def checked_form(request: Request, web: WebSession) -> FormData:
