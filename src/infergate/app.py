@@ -32,6 +32,7 @@ from infergate.gateway.tiers import Limiter, TierPolicy
 from infergate.gateway.usage import UsageRecorder
 from infergate.http.factory import create_app
 from infergate.http.state import AppState
+from infergate.observability.instruments import Metrics
 from infergate.settings import ModelEntry, Settings, SettingsError, secret
 from infergate.store.records import UsageRow
 from infergate.store.store import Store
@@ -91,7 +92,7 @@ def _remote(settings: Settings, entry: ModelEntry) -> RemoteEngine:
     return RemoteEngine(entry.id, entry.task, endpoint, max_total_tokens=entry.max_total_tokens, board=board)
 
 
-def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
+def _engines(settings: Settings, catalog: Catalog, metrics: Metrics) -> dict[str, _LocalEngine]:
     """One engine per catalog entry, by task; entries whose task no engine runs yet are skipped with a warning."""
     engines: dict[str, _LocalEngine] = {}
     settings_entry = {m.id: m for m in settings.models}
@@ -124,6 +125,7 @@ def _engines(settings: Settings, catalog: Catalog) -> dict[str, _LocalEngine]:
                 prefix_cache_mb=settings.engine.prefix_cache_mb,
                 max_grammar_kb=settings.engine.max_grammar_kb,
                 pool=pool,
+                metrics=metrics.engine(spec.id),
             )
         else:
             log.warning("model %s: task %r is not served yet; skipping it", spec.id, spec.task)
@@ -143,7 +145,8 @@ def build_app(settings: Settings) -> FastAPI:
         for m in settings.models
     )
     store = open_store(settings)
-    engines = _engines(settings, catalog)
+    metrics = Metrics()  # the process-lifetime counters and histograms that /metrics renders
+    engines = _engines(settings, catalog, metrics)
     engine_mode = settings.server.role == "engine"
     # Engine mode serves the gateway in front: no limits worth sharing, no cache, no usage of its own.
     counters = InMemoryCounters() if engine_mode else _counters(settings)
@@ -170,12 +173,13 @@ def build_app(settings: Settings) -> FastAPI:
         dict(engines),
         authenticator=authenticator,
         tiers=tiers,
-        limiter=Limiter(counters, settings.redis_namespace),
+        limiter=Limiter(counters, settings.redis_namespace, metrics),
         cache=cache,
         usage=None if engine_mode else usage,
         wait_for_model_s=settings.server.wait_for_model_s,
         default_max_tokens=settings.engine.default_max_tokens,
         prefix_per_user=settings.engine.prefix_cache_scope == "user",
+        metrics=metrics,
     )
 
     @asynccontextmanager

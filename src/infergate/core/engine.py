@@ -54,6 +54,7 @@ class EngineStats:
     cached_tokens: int = 0  # positions the running sequences hold in the KV cache
     prefix: PrefixCacheStats | None = None  # None: the engine has no prefix cache
     grammars_compiled: int | None = None  # grammars compiled since the model loaded (None: it compiles none)
+    load_s: float | None = None  # seconds the model's last load in this process took (None: none finished)
 
 
 @dataclass(frozen=True, slots=True)

@@ -86,7 +86,7 @@ class WorkerEngine:
         return self._life.state()
 
     def stats(self) -> EngineStats:
-        return EngineStats(active=self._worker.active, waiting=self._worker.waiting)
+        return EngineStats(active=self._worker.active, waiting=self._worker.waiting, load_s=self._life.loaded_s)
 
     async def wait_ready(self, timeout: float) -> None:
         await self._life.wait(timeout)

@@ -67,6 +67,7 @@ class ModelLoad:
         measured = pool.load_times.get(model_id) if pool is not None else None
         # The estimate until a load is timed: the last one (kept across restarts), else from the size on disk.
         self.last_load_s = measured if measured is not None else max(estimate_s, size_estimate_s(source))
+        self.loaded_s: float | None = None  # the last load this process timed (for /metrics)
 
     def begin(self) -> None:
         self.status = "loading"
@@ -83,7 +84,7 @@ class ModelLoad:
                 self.error = f"{type(exc).__name__}: {exc}"
                 self.status = "failed"
                 return
-            self.last_load_s = time.monotonic() - self._started
+            self.last_load_s = self.loaded_s = time.monotonic() - self._started
             if self._pool is not None and self._member is not None:
                 self._pool.load_times.record(self.model_id, self.last_load_s)
                 # Room is made before the model is announced, under the load lock: the next load sees it.

@@ -3,7 +3,7 @@
     open():     authenticate -> resolve the model -> tier gate (403) -> count the request (429) -> ready (503)
     generate(): tier's max_new_tokens -> cache lookup -> reserve tokens + a concurrency slot -> engine
                 -> settle the reservation, release the slot, store the result
-    finish():   one usage record per HTTP request, written off the hot path
+    finish():   one usage record per HTTP request, written off the hot path; its tokens counted in the metrics
 
 Access is checked before the cache, so a cached answer of a gated model never reaches another tier.
 """
@@ -14,6 +14,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -31,15 +32,18 @@ from infergate.core.errors import (
 )
 from infergate.core.outputs import Embeddings, GenerationResult, PromptInfo, StepEvent, collect
 from infergate.core.requests import EmbedRequest, GenerationRequest, ImageRequest
-from infergate.gateway.auth import Authenticator
+from infergate.gateway.auth import Authenticator, SessionKey
 from infergate.gateway.fanout import merge
 from infergate.gateway.principal import Principal
 from infergate.gateway.result_cache import ResultCache, replay
 from infergate.gateway.tiers import Limiter, TierPolicy
 from infergate.gateway.usage import UsageRecorder
+from infergate.observability.instruments import Metrics, TokenClock
 from infergate.store.records import UsageRow
 
 __all__ = ["Gateway", "Ticket"]
+
+_Events = AsyncGenerator[PromptInfo | StepEvent, None]
 
 
 @dataclass
@@ -92,8 +96,12 @@ class Gateway:
         wait_for_model_s: float,
         default_max_tokens: int,
         prefix_per_user: bool = False,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``metrics``: the process's registry (app.py shares it with the HTTP layer and the engines); None makes
+        one of its own."""
         self.catalog = catalog
+        self.metrics = metrics if metrics is not None else Metrics()
         self.authenticator = authenticator
         self.tiers = tiers
         self._engines = engines
@@ -125,15 +133,26 @@ class Gateway:
         except ModelNotFoundError:
             return None
 
-    async def authenticate(self, authorization: str | None, client: str) -> Principal:
-        return await self.authenticator.authenticate(authorization, client)
+    async def authenticate(
+        self, authorization: str | None, client: str, session: SessionKey | None = None
+    ) -> Principal:
+        return await self.authenticator.authenticate(authorization, client, session)
+
+    async def standing(self, principal: Principal) -> list[Quota]:
+        """The caller's request and token windows as they stand (the account page shows them)."""
+        return await self._limiter.standing(principal, self.tiers[principal.tier])
 
     async def open(
-        self, authorization: str | None, client: str, model_id: str | None, task: str = "text-generation"
+        self,
+        authorization: str | None,
+        client: str,
+        model_id: str | None,
+        task: str = "text-generation",
+        session: SessionKey | None = None,
     ) -> Ticket:
         """Who is calling and for which model (401, 404), and whether it serves ``task`` (400). The ticket then
         goes through ``admit``; a request refused there is still accounted to its caller."""
-        principal = await self.authenticate(authorization, client)
+        principal = await self.authenticate(authorization, client, session)
         spec, engine = self.resolve(model_id)
         if task not in engine.tasks:
             raise BadRequestError(
@@ -199,6 +218,7 @@ class Gateway:
         key = ResultCache.key(ticket.spec.id, ticket.spec.task, requests, variant) if self._cache else ""
         if self._cache is not None and use_cache:
             hit = await self._cache.get(key)
+            self.metrics.cache_lookup(ticket.spec.id, hit is not None)
             if hit is not None:
                 ticket.cached = True
                 self._count(ticket, hit)
@@ -210,7 +230,7 @@ class Gateway:
         try:
             slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
             try:
-                results = await _whole(ticket.text, requests)
+                results = await _whole(lambda r: self._generate(ticket, r), requests)
             finally:
                 await self._limiter.release_slot(slot)
         finally:
@@ -229,6 +249,7 @@ class Gateway:
         key = ResultCache.key(ticket.spec.id, ticket.spec.task, requests) if self._cache else ""
         if self._cache is not None and use_cache:
             hit = await self._cache.get(key)
+            self.metrics.cache_lookup(ticket.spec.id, hit is not None)
             if hit is not None:
                 ticket.cached = True
                 self._count(ticket, hit)
@@ -243,7 +264,7 @@ class Gateway:
         try:
             slot = await self._limiter.acquire_slot(ticket.principal, ticket.tier)
             try:
-                async for index, event in merge([ticket.text.generate(r) for r in requests]):
+                async for index, event in merge([self._generate(ticket, r) for r in requests]):
                     if isinstance(event, PromptInfo):
                         ticket.prompt_tokens += event.input_length if index == 0 else 0
                     else:
@@ -328,6 +349,7 @@ class Gateway:
         key = ResultCache.key_for(ticket.spec.id, task, canonical)
         if self._cache is not None and use_cache:
             hit = await self._cache.get_json(key)
+            self.metrics.cache_lookup(ticket.spec.id, hit is not None)
             if hit is not None:
                 ticket.cached = True
                 return hit
@@ -339,6 +361,11 @@ class Gateway:
         if self._cache is not None:
             await self._cache.put_json(key, value)
         return value
+
+    def _generate(self, ticket: Ticket, request: GenerationRequest) -> _Events:
+        """The engine's events for one sequence, timed (TTFT, inter-token latency) here, the one place every
+        engine's events pass, local or remote."""
+        return _timed(ticket.text.generate(request), self.metrics.clock(ticket.spec.id, ticket.started))
 
     # -- accounting --------------------------------------------------------------------------------------
     @staticmethod
@@ -352,6 +379,8 @@ class Gateway:
 
     def finish(self, ticket: Ticket, status: int) -> None:
         """Record the request's usage (called once, when its response has been sent)."""
+        if not ticket.cached:
+            self.metrics.tokens(ticket.spec.id, ticket.prompt_tokens, ticket.generated_tokens)
         if self._usage is None:
             return
         p = ticket.principal
@@ -373,21 +402,35 @@ class Gateway:
         )
 
 
-async def _whole(engine: TextGenerator, requests: list[GenerationRequest]) -> list[GenerationResult]:
+async def _timed(events: _Events, clock: TokenClock) -> _Events:
+    """``events`` unchanged, the clock ticking at each token; closing this closes ``events`` (so an engine
+    request whose consumer left is aborted as before)."""
+    async with aclosing(events) as inner:
+        async for event in inner:
+            if isinstance(event, StepEvent):
+                clock.tick()
+            yield event
+
+
+async def _whole(
+    generate: Callable[[GenerationRequest], _Events], requests: list[GenerationRequest]
+) -> list[GenerationResult]:
     """Whole answers: nothing reaches the caller before they are complete, so an answer whose remote replica died
     mid-way is run once more (on another replica) instead of failing."""
     try:
-        return await _together(engine, requests)
+        return await _together(generate, requests)
     except ReplicaLostError:
-        return await _together(engine, requests)
+        return await _together(generate, requests)
 
 
-async def _together(engine: TextGenerator, requests: list[GenerationRequest]) -> list[GenerationResult]:
+async def _together(
+    generate: Callable[[GenerationRequest], _Events], requests: list[GenerationRequest]
+) -> list[GenerationResult]:
     """Run several generations at once (the engine interleaves them); results in request order."""
     if len(requests) == 1:
-        return [await collect(engine.generate(requests[0]))]
+        return [await collect(generate(requests[0]))]
     events: list[list[PromptInfo | StepEvent]] = [[] for _ in requests]
-    async for index, event in merge([engine.generate(r) for r in requests]):
+    async for index, event in merge([generate(r) for r in requests]):
         events[index].append(event)
     return [await collect(_iterate(e)) for e in events]
 

@@ -42,6 +42,6 @@ def create_app(
     async def _gone(request: Request, exc: ClientGone) -> Response:
         return Response(status_code=499)  # nobody reads it; nginx's code for "client closed request"
 
-    app.add_middleware(Accounting, finish=state.gateway.finish)
+    app.add_middleware(Accounting, finish=state.gateway.finish, metrics=state.gateway.metrics)
     app.add_middleware(BodyLimit, limit=state.max_body_bytes)
     return app

@@ -1,4 +1,5 @@
-"""Prometheus metrics, read from the engines when scraped (no counters to keep in sync)."""
+"""Prometheus metrics: the process-lifetime counters and histograms (``instruments.Metrics``) and the gauges read
+from the engines when scraped (no counters to keep in sync with an engine's own state)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,15 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from prometheus_client.registry import Collector
 
 from infergate.core.engine import ModelEngine, Replicated
+from infergate.observability.instruments import Metrics
 
-__all__ = ["render_metrics"]
+__all__ = ["MODEL_STATES", "render_metrics"]
+
+MODEL_STATES = ("ready", "loading", "idle", "failed")  # infergate_model_state's one-hot `state` values
 
 
-def render_metrics(engines: Mapping[str, ModelEngine]) -> tuple[bytes, str]:
+def render_metrics(engines: Mapping[str, ModelEngine], metrics: Metrics) -> tuple[bytes, str]:
+    """The exposition text of ``metrics`` and of the engines as they are now, and its content type."""
     registry = CollectorRegistry()
     active = Gauge("infergate_active_sequences", "Sequences being generated", ["model"], registry=registry)
     waiting = Gauge("infergate_waiting_requests", "Requests queued for a slot", ["model"], registry=registry)
@@ -24,16 +29,44 @@ def render_metrics(engines: Mapping[str, ModelEngine]) -> tuple[bytes, str]:
         registry=registry,
     )
     ready = Gauge("infergate_model_ready", "1 when the model is loaded and serving", ["model"], registry=registry)
+    state = Gauge(
+        "infergate_model_state",
+        "1 for the state the model is in (ready, loading, idle, failed)",
+        ["model", "state"],
+        registry=registry,
+    )
+    load_s = Gauge(
+        "infergate_model_load_seconds",
+        "How long the model's last load in this process took",
+        ["model"],
+        registry=registry,
+    )
     for model_id, engine in engines.items():
         stats = engine.stats()
+        status = engine.state().status
         active.labels(model_id).set(stats.active)
         waiting.labels(model_id).set(stats.waiting)
         cached.labels(model_id).set(stats.cached_tokens)
-        ready.labels(model_id).set(1 if engine.state().status == "ready" else 0)
+        ready.labels(model_id).set(1 if status == "ready" else 0)
+        for name in MODEL_STATES:
+            state.labels(model_id, name).set(1 if status == name else 0)
+        if stats.load_s is not None:
+            load_s.labels(model_id).set(stats.load_s)
     registry.register(_ReplicaCollector(engines))
     registry.register(_PrefixCacheCollector(engines))
     registry.register(_GrammarCollector(engines))
+    registry.register(_Forward(metrics.registry))
     return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Forward(Collector):
+    """The process-lifetime registry's metrics, rendered with the scrape-time ones."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield from self._registry.collect()
 
 
 class _GrammarCollector(Collector):

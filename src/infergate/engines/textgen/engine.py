@@ -54,6 +54,7 @@ from infergate.engines.textgen.prefix import BLOCK, Entry, PrefixCache, common_p
 from infergate.engines.textgen.rows import ModelRunner, RowInput
 from infergate.engines.textgen.sequence import Outbox, Sequence, Vocabulary
 from infergate.engines.textgen.stopping import StopMatcher
+from infergate.observability.instruments import EngineMetrics
 
 __all__ = ["TextGenEngine"]
 
@@ -101,7 +102,9 @@ class TextGenEngine:
         infill_format: str = "auto",
         runner: str = "auto",
         max_grammar_kb: int = 64,
+        metrics: EngineMetrics | None = None,
     ) -> None:
+        """``metrics``: where the step loop observes queue times and decode batch sizes (None: nowhere)."""
         self.model_id = model_id
         self.source = source
         self.compute_type = "cpu"
@@ -137,6 +140,7 @@ class TextGenEngine:
         self._outbox = Outbox()  # filled and flushed by the step loop only
         self._loop_thread: threading.Thread | None = None
         self._idle_since = 0.0  # when the last sequence left (monotonic)
+        self._metrics = metrics
 
     # -- lifecycle ---------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -224,6 +228,7 @@ class TextGenEngine:
             cached_tokens=self._cached_tokens,
             prefix=replace(self._prefix.stats),
             grammars_compiled=self._grammars.compiled if self._grammars is not None else 0,
+            load_s=self._life.loaded_s,
         )
 
     def limits(self) -> ModelLimits:
@@ -317,6 +322,7 @@ class TextGenEngine:
                 raise ShuttingDownError()
             if len(self._waiting) >= self._max_waiting and len(self._rows) >= self._max_active:
                 raise OverloadedError()
+            seq.arrival = time.monotonic()  # its queue time starts now (the grammar is compiled)
             heapq.heappush(self._waiting, (-request.priority, seq.order, seq))
             self._cond.notify()
         try:
@@ -446,6 +452,10 @@ class TextGenEngine:
             heapq.heappop(self._waiting)
             seq.row = len(self._rows)
             self._rows.append(seq)
+            if not seq.admitted:  # a preempted sequence's second wait is not a queue time
+                seq.admitted = True
+                if self._metrics is not None:
+                    self._metrics.queue_time.observe(time.monotonic() - seq.arrival)
         if self._warming and not self._rows:
             seq = self._warming.popleft()
             seq.row = len(self._rows)
@@ -590,6 +600,8 @@ class TextGenEngine:
         inputs: list[RowInput | None] = [None] * (last - first + 1)
         for seq in ready:
             inputs[seq.row - first] = RowInput([seq.tokens[-1]], seq.cached)
+        if self._metrics is not None:
+            self._metrics.batch_size.observe(len(ready))
         outputs = self._runner.forward(first, inputs)
         finished = [seq for seq in ready if self._after_token(seq, outputs[seq.row - first])]
         self._finish(finished)
@@ -616,6 +628,8 @@ class TextGenEngine:
             inputs[seq.row - first] = self._prompt_row(seq, n)
         for seq in ready:
             inputs[seq.row - first] = RowInput([seq.tokens[-1]], seq.cached)
+        if self._metrics is not None:
+            self._metrics.batch_size.observe(len(rows))
         outputs = self._runner.forward(first, inputs)
         finished = [seq for seq, n in chosen if self._after_prompt_chunk(seq, n, outputs[seq.row - first])]
         finished += [seq for seq in ready if self._after_token(seq, outputs[seq.row - first])]

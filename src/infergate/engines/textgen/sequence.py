@@ -113,7 +113,8 @@ class Sequence:
     prompt_logprobs: list[float | None] = field(default_factory=list)
     prompt_tops: list[tuple[tuple[int, float], ...]] = field(default_factory=list)
     order: int = field(default_factory=lambda: next(_order))
-    arrival: float = field(default_factory=time.monotonic)
+    arrival: float = field(default_factory=time.monotonic)  # when it joined the queue (monotonic)
+    admitted: bool = False  # once it had a row (a preempted sequence waits again, not counted as queue time)
 
     @property
     def started(self) -> bool:
