@@ -127,10 +127,13 @@ def new_user_token(server: Server, name: str, tier: str) -> str:
     return run_cli(server, "tokens", "create", name).stdout.strip().splitlines()[-1]
 
 
-def start_server(home: Path, config: str | None = None, env: dict[str, str] | None = None) -> Server:
-    """Start `infergate serve` in a subprocess with its own data directory (and config file, if given)."""
+def start_server(
+    home: Path, config: str | None = None, env: dict[str, str] | None = None, port: int | None = None
+) -> Server:
+    """Start `infergate serve` in a subprocess with its own data directory (and config file, if given), on
+    ``port`` (a free one if not given: a test that must know the URL first, e.g. an SSO callback, picks one)."""
     home.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = port if port is not None else free_port()
     args = [sys.executable, "-m", "infergate", "serve", "--port", str(port)]
     if config is not None:
         config_path = home / "config.toml"
