@@ -59,7 +59,7 @@ class UI:
     server: Server
     admin_token: str  # "ada", enterprise, admin
     free_token: str  # "fred", free
-    extra: dict[str, str] = field(default_factory=dict)
+    made: list[str] = field(default_factory=list)  # tokens the tests made: none may reach the server's log
 
     @property
     def url(self) -> str:
@@ -86,7 +86,13 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
     for server in serving(tmp_path_factory.mktemp("ui-home"), config, healthy=True):
         run_cli(server, "users", "create", "ada", "--tier", "enterprise", "--admin")
         admin = run_cli(server, "tokens", "create", "ada").stdout.strip().splitlines()[-1]
-        yield UI(server, admin, new_user_token(server, "fred", "free"))
+        ui = UI(server, admin, new_user_token(server, "fred", "free"))
+        yield ui
+        # Nothing the pages did put a token, or a session id, in the server's log (its access log included).
+        log = server.log()
+        secrets = [ui.admin_token, ui.free_token, *ui.made]
+        assert not [s for s in secrets if s in log or s[3:11] in log], "a token reached the server log"
+        assert "ig_session=" not in log
 
 
 @dataclass

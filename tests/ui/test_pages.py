@@ -113,7 +113,8 @@ def test_the_snippet_is_the_request_the_page_makes(page: Page, ui: UI) -> None:
     code = page.locator("#snippet").inner_text()
     assert f'model="{MODEL_ID}"' in code and "max_tokens=5" in code and '"Say yes."' in code
     page.click("[data-snippet=curl]")
-    assert '"max_tokens":5' in page.locator("#snippet").inner_text()
+    curl = page.locator("#snippet").inner_text()
+    assert '"max_tokens":5' in curl
     page.click("[data-snippet=hub]")
     hub_code = page.locator("#snippet").inner_text()
     assert "client.chat_completion(" in hub_code and "max_tokens=5" in hub_code
@@ -123,6 +124,8 @@ def test_the_snippet_is_the_request_the_page_makes(page: Page, ui: UI) -> None:
         )
         assert run.returncode == 0, run.stderr
         assert run.stdout.strip()
+    streamed = subprocess.run(["bash", "-c", curl.replace("ig_...", ui.free_token)], capture_output=True, text=True)
+    assert streamed.returncode == 0 and streamed.stdout.rstrip().endswith("data: [DONE]"), streamed.stdout
 
 
 def test_text_to_image_in_the_playground(page: Page, ui: UI, watch: Watch) -> None:
@@ -165,6 +168,7 @@ def test_a_token_made_on_the_account_page_works_until_revoked_there(page: Page, 
     page.click("#create-token")
     token = page.locator("#new-token").inner_text().strip()
     assert token.startswith("ig_")
+    ui.made.append(token)
     headers = {"Authorization": f"Bearer {token}"}
     body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
     answer = httpx.post(f"{ui.url}/v1/chat/completions", json=body, headers=headers, timeout=60)
@@ -183,6 +187,7 @@ def test_a_token_made_on_the_account_page_works_until_revoked_there(page: Page, 
 
 def test_usage_charts_show_the_requests_just_made(page: Page, ui: UI) -> None:
     token = new_user_token(ui.server, "una", "free")
+    ui.made.append(token)
     for n in range(3):
         body = {"inputs": f"Hello number {n}", "parameters": {"max_new_tokens": 2}}
         headers = {"Authorization": f"Bearer {token}"}
@@ -230,6 +235,7 @@ def test_admin_manages_users_and_sees_models_and_errors(page: Page, ui: UI) -> N
     expect(page.locator('#user-table tr[data-user="zoe"] select')).to_have_value("pro")
     assert "zoe" in run_cli(ui.server, "users", "list").stdout
     zoe = run_cli(ui.server, "tokens", "create", "zoe").stdout.strip().splitlines()[-1]
+    ui.made.append(zoe)
     headers = {"Authorization": f"Bearer {zoe}"}
     body = {"inputs": "Hi", "parameters": {"max_new_tokens": 2}}
     assert httpx.post(f"{ui.url}/models/{MODEL_ID}", json=body, headers=headers, timeout=60).status_code == 200
