@@ -33,9 +33,12 @@ from infergate.gateway.usage import UsageRecorder
 from infergate.http.factory import create_app
 from infergate.http.state import AppState
 from infergate.observability.instruments import Metrics
+from infergate.observability.redact import RedactQuery
 from infergate.settings import ModelEntry, Settings, SettingsError, secret
 from infergate.store.records import UsageRow
 from infergate.store.store import Store
+from infergate.web.config import SsoConfig, WebConfig, templates
+from infergate.web.mount import install as install_web
 
 __all__ = ["build_app", "open_store", "run"]
 
@@ -165,6 +168,7 @@ def build_app(settings: Settings) -> FastAPI:
         store.principal_for_hash,
         allow_anonymous=settings.auth.allow_anonymous,
         cache_ttl_s=settings.auth.token_cache_ttl_s,
+        session_lookup=store.session_for_hash,
     )
     if engine_mode:
         authenticator, tiers = _engine_mode(settings)
@@ -184,6 +188,8 @@ def build_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # uvicorn has configured its loggers by now: keep sign-in codes out of its access log.
+        logging.getLogger("uvicorn.access").addFilter(RedactQuery())
         # Models load in the background: the server answers /health (503) at once, 200 when ready.
         for spec in catalog:
             engine = engines.get(spec.id)
@@ -204,7 +210,22 @@ def build_app(settings: Settings) -> FastAPI:
         store.close()
 
     state = AppState(gateway=gateway, store=store, max_body_bytes=settings.server.max_body_bytes, version=__version__)
-    return create_app(state, lifespan)
+    app = create_app(state, lifespan)
+    if settings.web.enabled and not engine_mode:
+        install_web(app, _web_config(settings))
+        state.pages = True
+    return app
+
+
+def _web_config(settings: Settings) -> WebConfig:
+    sso = None
+    s = settings.sso
+    if s.issuer is not None:
+        secret_value = secret(s.client_secret_env)
+        if secret_value is None:
+            log.warning("[sso]: $%s is not set; signing in as a public client (PKCE, no secret)", s.client_secret_env)
+        sso = SsoConfig(s.issuer, s.client_id, secret_value, s.tier, s.scopes, s.name_claim, s.label)
+    return WebConfig(session_ttl_s=settings.web.session_ttl_s, sso=sso, templates=templates())
 
 
 _UNLIMITED = 1_000_000_000

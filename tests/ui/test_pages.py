@@ -119,9 +119,8 @@ def test_the_snippet_is_the_request_the_page_makes(page: Page, ui: UI) -> None:
     hub_code = page.locator("#snippet").inner_text()
     assert "client.chat_completion(" in hub_code and "max_tokens=5" in hub_code
     for snippet in (code, hub_code):
-        run = subprocess.run(
-            [sys.executable, "-c", snippet.replace("ig_...", ui.free_token)], capture_output=True, text=True, timeout=120
-        )
+        filled = snippet.replace("ig_...", ui.free_token)
+        run = subprocess.run([sys.executable, "-c", filled], capture_output=True, text=True, timeout=120)
         assert run.returncode == 0, run.stderr
         assert run.stdout.strip()
     streamed = subprocess.run(["bash", "-c", curl.replace("ig_...", ui.free_token)], capture_output=True, text=True)
