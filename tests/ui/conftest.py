@@ -19,7 +19,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route
 
-from tests.support.server import Server, new_user_token, run_cli, serving
+from tests.support.oidc import Provider, start_provider
+from tests.support.server import Server, free_port, new_user_token, run_cli, start_server
 from tests.support.tiny_models import build_text_to_image
 
 IMAGE_ID = "tiny/stable-diffusion"
@@ -59,6 +60,7 @@ class UI:
     server: Server
     admin_token: str  # "ada", enterprise, admin
     free_token: str  # "fred", free
+    issuer: str = ""  # the identity provider's, for the SSO sign-in
     made: list[str] = field(default_factory=list)  # tokens the tests made: none may reach the server's log
 
     @property
@@ -66,7 +68,16 @@ class UI:
         return self.server.base_url
 
 
+SSO_SECRET_ENV = "INFERGATE_UI_SSO_SECRET"
+SSO_SECRET = "ui-test-client-secret"
 UI_CONFIG = """
+[sso]
+issuer = "{issuer}"
+client_id = "infergate"
+client_secret_env = "{secret_env}"
+tier = "enterprise"
+label = "Sign in with Acme SSO"
+
 [tiers.free]
 max_image_size = 128
 max_inference_steps = 4
@@ -80,19 +91,36 @@ load_at_startup = false
 
 
 @pytest.fixture(scope="session")
-def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UI]:
+def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Provider, int]]:
+    """A real OpenID Connect provider (oidc-provider on Node) with infergate registered as a client, and the port
+    infergate will listen on (its callback URL is registered before it starts)."""
+    port = free_port()
+    callback = f"http://127.0.0.1:{port}/login/sso/callback"
+    provider = start_provider(callback, client_secret=SSO_SECRET, log_dir=tmp_path_factory.mktemp("oidc"))
+    yield provider, port
+    provider.stop()
+
+
+@pytest.fixture(scope="session")
+def ui(tmp_path_factory: pytest.TempPathFactory, oidc: tuple[Provider, int]) -> Iterator[UI]:
+    provider, port = oidc
     pipeline = build_text_to_image(tmp_path_factory.mktemp("ui-tiny-sd"))
-    config = UI_CONFIG.format(image_id=IMAGE_ID, pipeline=pipeline)
-    for server in serving(tmp_path_factory.mktemp("ui-home"), config, healthy=True):
+    config = UI_CONFIG.format(image_id=IMAGE_ID, pipeline=pipeline, issuer=provider.issuer, secret_env=SSO_SECRET_ENV)
+    home = tmp_path_factory.mktemp("ui-home")
+    server = start_server(home, config=config, env={SSO_SECRET_ENV: SSO_SECRET}, port=port)
+    try:
+        server.wait_healthy()
         run_cli(server, "users", "create", "ada", "--tier", "enterprise", "--admin")
         admin = run_cli(server, "tokens", "create", "ada").stdout.strip().splitlines()[-1]
-        ui = UI(server, admin, new_user_token(server, "fred", "free"))
+        ui = UI(server, admin, new_user_token(server, "fred", "free"), issuer=provider.issuer)
         yield ui
         # Nothing the pages did put a token, or a session id, in the server's log (its access log included).
         log = server.log()
         secrets = [ui.admin_token, ui.free_token, *ui.made]
         assert not [s for s in secrets if s in log or s[3:11] in log], "a token reached the server log"
-        assert "ig_session=" not in log
+        assert "ig_session=" not in log and SSO_SECRET not in log
+    finally:
+        server.stop()
 
 
 @dataclass
@@ -101,10 +129,16 @@ class Watch:
 
     errors: list[str] = field(default_factory=list)
     blocked: list[str] = field(default_factory=list)
+    # Pages of the test's identity provider (not infergate's): what they ask for is blocked all the same, but it
+    # is not the product's doing (oidc-provider's development pages import a web font).
+    foreign_origins: tuple[str, ...] = ()
+    foreign_blocked: set[str] = field(default_factory=set)  # what those pages asked for and did not get
     # Chromium logs every 4xx answer as a console error; a test that provokes one on purpose says which.
     expected_statuses: set[int] = field(default_factory=set)
 
-    def console(self, kind: str, text: str) -> None:
+    def console(self, kind: str, text: str, url: str = "") -> None:
+        if url in self.foreign_blocked or url.startswith(self.foreign_origins or ("\0",)):
+            return
         failed = re.match(r"Failed to load resource: the server responded with a status of (\d+)", text)
         if kind == "error" and not (failed and int(failed.group(1)) in self.expected_statuses):
             self.errors.append(f"console: {text}")
@@ -125,9 +159,12 @@ def context(browser: Browser, watch: Watch) -> Iterator[BrowserContext]:
     def guard(route: Route, request: Request) -> None:
         if _LOCAL.match(request.url) or request.url.startswith(("data:", "blob:")):
             route.continue_()
+            return
+        route.abort()
+        if watch.foreign_origins and request.frame.url.startswith(watch.foreign_origins):
+            watch.foreign_blocked.add(request.url)
         else:
             watch.blocked.append(request.url)
-            route.abort()
 
     ctx.route("**/*", guard)
     yield ctx
@@ -137,7 +174,7 @@ def context(browser: Browser, watch: Watch) -> Iterator[BrowserContext]:
 @pytest.fixture
 def page(context: BrowserContext, watch: Watch) -> Iterator[Page]:
     p = context.new_page()
-    p.on("console", lambda m: watch.console(m.type, m.text))
+    p.on("console", lambda m: watch.console(m.type, m.text, m.location.get("url", "")))
     p.on("pageerror", lambda e: watch.errors.append(f"page error: {e}"))
     yield p
     # Checked after each test, so that the failure names the test that caused it.
