@@ -13,17 +13,17 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Request, Route
+from playwright.sync_api import Browser, BrowserContext, Page, Request, Route, sync_playwright
 
 from tests.support.oidc import Provider, start_provider
 from tests.support.server import Server, free_port, new_user_token, run_cli, start_server
-from tests.support.tiny_models import build_text_to_image
+from tests.support.tiny_models import build, build_text_to_image
 
 IMAGE_ID = "tiny/stable-diffusion"
+FILL_MASK_ID = "tiny/fill-mask"
 PRO_MODEL = "google/gemma-3-270m"
 EMBED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -42,8 +42,10 @@ def _find_chromium() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+@pytest.fixture(scope="package")
+def browser() -> Iterator[Browser]:
+    """One headless Chromium for these tests. Package-scoped on purpose: the sync Playwright API runs an event
+    loop in this thread while it is open, and the unit tests after this package call asyncio.run()."""
     executable = _find_chromium()
     if executable is None:
         message = "no Chromium: `make test` installs Debian's chromium-headless-shell (apt-get install it)"
@@ -52,7 +54,10 @@ def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[s
         pytest.skip(message)
     # Without these, Chromium dials Google's hosts at start; this machine's network refuses them.
     args = ["--disable-background-networking", "--disable-component-update", "--no-first-run", "--disable-sync"]
-    return {**browser_type_launch_args, "executable_path": executable, "args": args}
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=args, headless=True)
+        yield chromium
+        chromium.close()
 
 
 @dataclass
@@ -87,10 +92,16 @@ id = "{image_id}"
 task = "text-to-image"
 source = "{pipeline}"
 load_at_startup = false
+
+[[models]]
+id = "{fill_mask_id}"
+task = "fill-mask"
+source = "{fill_mask}"
+load_at_startup = false
 """
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Provider, int]]:
     """A real OpenID Connect provider (oidc-provider on Node) with infergate registered as a client, and the port
     infergate will listen on (its callback URL is registered before it starts)."""
@@ -101,11 +112,15 @@ def oidc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Provider, i
     provider.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ui(tmp_path_factory: pytest.TempPathFactory, oidc: tuple[Provider, int]) -> Iterator[UI]:
     provider, port = oidc
     pipeline = build_text_to_image(tmp_path_factory.mktemp("ui-tiny-sd"))
-    config = UI_CONFIG.format(image_id=IMAGE_ID, pipeline=pipeline, issuer=provider.issuer, secret_env=SSO_SECRET_ENV)
+    fill_mask = build("fill-mask", tmp_path_factory.mktemp("ui-tiny-fill-mask"))
+    config = UI_CONFIG.format(
+        image_id=IMAGE_ID, pipeline=pipeline, fill_mask_id=FILL_MASK_ID, fill_mask=fill_mask,
+        issuer=provider.issuer, secret_env=SSO_SECRET_ENV,
+    )  # fmt: skip
     home = tmp_path_factory.mktemp("ui-home")
     server = start_server(home, config=config, env={SSO_SECRET_ENV: SSO_SECRET}, port=port)
     try:

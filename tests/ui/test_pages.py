@@ -4,6 +4,7 @@ for admins only. Each test checks what the server did too (its metrics, the API,
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -13,7 +14,17 @@ import httpx
 from playwright.sync_api import Page, expect
 
 from tests.support.server import MODEL_ID, new_user_token, run_cli
-from tests.ui.conftest import EMBED_MODEL, IMAGE_ID, PRO_MODEL, UI, Watch, active_sequences, screenshot, sign_in
+from tests.ui.conftest import (
+    EMBED_MODEL,
+    FILL_MASK_ID,
+    IMAGE_ID,
+    PRO_MODEL,
+    UI,
+    Watch,
+    active_sequences,
+    screenshot,
+    sign_in,
+)
 
 
 def test_sign_in_with_a_token_keeps_only_an_httponly_cookie(page: Page, ui: UI, watch: Watch) -> None:
@@ -160,6 +171,26 @@ def test_sentence_similarity_in_the_playground(page: Page, ui: UI) -> None:
     values = [float(scores.nth(i).get_attribute("data-score") or "nan") for i in range(3)]
     assert values[0] > values[1]  # a kitten on a rug is nearer a cat on a mat than the stock market
     screenshot(page, "playground-similarity")
+
+
+def test_the_hubs_other_tasks_in_the_playground(page: Page, ui: UI) -> None:
+    """Any other task: its example inputs and parameters, the answer as JSON, and the snippet that asks the same."""
+    sign_in(page, ui, ui.free_token, then="/playground")
+    page.select_option("#model", FILL_MASK_ID)
+    expect(page.locator("#task-inputs")).to_have_value("Paris is the [MASK] of France.")
+    page.fill("#task-parameters", '{"top_k": 2}')
+    page.click("#run-task")
+    expect(page.locator("#task-output")).to_contain_text('"sequence"', timeout=120_000)
+    answer = json.loads(page.locator("#task-output").inner_text())
+    assert len(answer) == 2 and all(a["sequence"].startswith("paris is the ") for a in answer)
+    page.click("[data-snippet=hub]")
+    code = page.locator("#snippet").inner_text()
+    assert "client.fill_mask(" in code and "top_k=2," in code
+    run = subprocess.run(
+        [sys.executable, "-c", code.replace("ig_...", ui.free_token)], capture_output=True, text=True, timeout=120
+    )
+    assert run.returncode == 0 and "sequence=" in run.stdout, run.stderr
+    screenshot(page, "playground-task")
 
 
 def test_a_token_made_on_the_account_page_works_until_revoked_there(page: Page, ui: UI) -> None:

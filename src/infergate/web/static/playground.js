@@ -12,8 +12,19 @@
 
   const model = () => $("#model").value;
   const task = () => $("#model").selectedOptions[0]?.dataset.task || "";
-  const mode = () => task() === "text-to-image" ? "image"
-    : (task() === "feature-extraction" || task() === "sentence-similarity") ? "embed" : "chat";
+  const mode = () => task() === "text-generation" ? "chat" : task() === "text-to-image" ? "image"
+    : (task() === "feature-extraction" || task() === "sentence-similarity") ? "embed" : "task";
+  // The hub's other tasks: an example each, in the shape POST /models/{id} and InferenceClient take.
+  const TASK_EXAMPLES = {
+    "fill-mask": ["Paris is the [MASK] of France.", { top_k: 3 }],
+    "text-classification": ["I like you. I love you.", {}],
+    "token-classification": ["My name is Sarah and I live in London.", { aggregation_strategy: "simple" }],
+    "zero-shot-classification": ["I loved this movie.", { candidate_labels: ["good", "bad"] }],
+    "question-answering": [{ question: "Where do I live?", context: "My name is Sarah and I live in London." }, {}],
+    "summarization": ["The tower is 324 metres tall, about the same height as an 81-storey building.", {}],
+    "translation": ["My name is Sarah and I live in London.", {}],
+    "text2text-generation": ["Paraphrase: the weather is sunny today.", {}],
+  };
   const number = (id) => { const v = $(id).value; return v === "" ? undefined : Number(v); };
   const headers = () => ({ "Content-Type": "application/json", "X-CSRF-Token": csrf });
 
@@ -59,13 +70,15 @@
     const stats = $(".stats", pane.el);
     const started = performance.now();
     let first = null, pieces = 0, usage = null, finish = null;
-    const show = () => {
+    const show = (waiting = false) => {
+      if (waiting) { stats.textContent = "waiting for the first token (a model not loaded yet loads first)…"; return; }
       const secs = first === null ? 0 : (performance.now() - first) / 1000;
       const tokens = usage ? usage.completion_tokens : pieces;
       stats.textContent = `${tokens} tokens` + (first === null ? "" :
         ` · first token ${Math.round(first - started)} ms · ${secs > 0 ? (tokens / secs).toFixed(1) : "–"} tokens/s`) +
         (finish ? ` · ${finish}` : "");
     };
+    show(true);
     try {
       const response = await fetch("/v1/chat/completions", {
         method: "POST", headers: headers(), signal,
@@ -200,6 +213,35 @@
     } catch (error) { showError(error.message); }
   }
 
+  function taskRequest() {
+    const raw = $("#task-inputs").value.trim();
+    let inputs = raw;
+    if (raw.startsWith("{") || raw.startsWith("[")) {
+      try { inputs = JSON.parse(raw); } catch { /* plain text that starts with a bracket */ }
+    }
+    let parameters = {};
+    try { parameters = JSON.parse($("#task-parameters").value || "{}"); } catch { throw new Error("parameters must be JSON, such as {\"top_k\": 3}"); }
+    return { inputs, parameters };
+  }
+
+  async function runTask(event) {
+    event.preventDefault();
+    showError("");
+    try {
+      const body = taskRequest();
+      const response = await fetch(`/models/${model()}`, { method: "POST", headers: headers(), body: JSON.stringify(body) });
+      if (!response.ok) throw new Error(await errorText(response));
+      $("#task-output").textContent = JSON.stringify(await response.json(), null, 2);
+    } catch (error) { showError(error.message); }
+  }
+
+  function exampleTask() {
+    const [inputs, parameters] = TASK_EXAMPLES[task()] || ["Hello!", {}];
+    $("#task-inputs").value = typeof inputs === "string" ? inputs : JSON.stringify(inputs);
+    $("#task-parameters").value = JSON.stringify(parameters);
+    $("#task-output").textContent = "";
+  }
+
   // -- snippets ------------------------------------------------------------------------------------------
   const py = (v, indent = "") => {
     if (v === null || v === undefined) return "None";
@@ -228,6 +270,15 @@
       if (kind === "hub") return `from huggingface_hub import InferenceClient\n\nclient = InferenceClient(model="${origin}/models/${id}", token="ig_...")\nprint(client.sentence_similarity(\n    ${py(inputs.source_sentence)},\n    other_sentences=${py(inputs.sentences, "    ")},\n))`;
       return `from openai import OpenAI\n\nclient = OpenAI(base_url="${origin}/v1", api_key="ig_...")\nresult = client.embeddings.create(model="${id}", input=${py([inputs.source_sentence, ...inputs.sentences])})\nprint([len(d.embedding) for d in result.data])`;
     }
+    if (mode() === "task") {
+      let body;
+      try { body = taskRequest(); } catch (error) { return `# ${error.message}`; }
+      if (kind === "curl") return `curl ${origin}/models/${id} \\\n    -H "Authorization: Bearer ig_..." \\\n    -H "Content-Type: application/json" \\\n    -d ${shell(JSON.stringify(body))}`;
+      if (kind === "openai") return "# The openai client has no call for this task: use curl or InferenceClient.";
+      if (task() === "text2text-generation") return "# InferenceClient has no method for text2text-generation: use curl.";
+      const args = typeof body.inputs === "string" ? `    ${py(body.inputs)},\n` : kwargs(body.inputs, "    ") + "\n";
+      return `from huggingface_hub import InferenceClient\n\nclient = InferenceClient(model="${origin}/models/${id}", token="ig_...")\nprint(client.${task().replace(/-/g, "_")}(\n${args}${kwargs(body.parameters, "    ")}\n))`;
+    }
     const messages = conversation(panes[0], $("#prompt").value.trim() || "Hello!");
     const params = generation();
     if (kind === "curl") return `curl ${origin}/v1/chat/completions \\\n    -H "Authorization: Bearer ig_..." \\\n    -H "Content-Type: application/json" \\\n    -d ${shell(JSON.stringify({ model: id, messages, ...params, stream: true }))}`;
@@ -245,6 +296,7 @@
     for (const el of document.querySelectorAll(".for-chat")) el.hidden = m !== "chat";
     for (const el of document.querySelectorAll(".for-image")) el.hidden = m !== "image";
     for (const el of document.querySelectorAll(".for-embed")) el.hidden = m !== "embed";
+    for (const el of document.querySelectorAll(".for-task")) el.hidden = m !== "task";
     $("#model-task").textContent = task();
     $("#pane-b").hidden = !$("#model-b").value;
     $(".pane-model", panes[0].el).textContent = model();
@@ -258,11 +310,13 @@
   $("#clear").addEventListener("click", clear);
   $("#image-form").addEventListener("submit", draw);
   $("#embed-form").addEventListener("submit", compare);
-  $("#model").addEventListener("change", () => { clear(); showMode(); });
+  $("#task-form").addEventListener("submit", runTask);
+  $("#model").addEventListener("change", () => { clear(); if (mode() === "task") exampleTask(); showMode(); });
   $("#model-b").addEventListener("change", () => { clear(); showMode(); });
   document.addEventListener("input", renderSnippet);
   for (const tab of document.querySelectorAll("[data-snippet]")) tab.addEventListener("click", () => { snippetKind = tab.dataset.snippet; renderSnippet(); });
   const wanted = new URLSearchParams(location.search).get("model");  // a link can open a model
   if (wanted && [...$("#model").options].some((o) => o.value === wanted && !o.disabled)) $("#model").value = wanted;
+  if (mode() === "task") exampleTask();
   showMode();
 })();
