@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.support.node import node_with_packages
 from tests.support.server import MODEL_ID, Server
 
 JS_DIR = Path(__file__).resolve().parents[1] / "clients" / "js"
@@ -31,27 +31,10 @@ FRANCE = [{"role": "user", "content": "What is the capital of France? Answer in 
 NODE_TIMEOUT_S = 60
 
 
-def _installed_versions_match() -> bool:
-    pins: dict[str, str] = json.loads((JS_DIR / "package.json").read_text())["dependencies"]
-    for name, version in pins.items():
-        manifest = JS_DIR / "node_modules" / name / "package.json"
-        if not manifest.exists() or json.loads(manifest.read_text())["version"] != version:
-            return False
-    return True
-
-
 @pytest.fixture(scope="module")
 def node() -> str:
-    """The node binary, with the pinned client packages installed (`npm ci` when they are missing or stale)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("the JavaScript client tests need `node` (20+) and `npm` on PATH")
-    if not _installed_versions_match():
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=JS_DIR, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, f"npm ci failed in {JS_DIR}:\n{done.stdout}\n{done.stderr}"
-    return node
+    """The node binary, with the pinned client packages installed."""
+    return node_with_packages(JS_DIR, "the JavaScript client tests")
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,8 @@ them and installs the pinned package (`npm ci`) when node_modules is missing or 
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import time
@@ -22,8 +20,8 @@ from pathlib import Path
 from urllib.parse import urljoin
 
 import httpx
-import pytest
 
+from tests.support.node import node_with_packages
 from tests.support.server import free_port
 
 __all__ = ["OIDC_DIR", "Provider", "complete_login", "start_provider"]
@@ -58,26 +56,8 @@ class Provider:
                 self.process.wait()
 
 
-def _installed_versions_match() -> bool:
-    pins: dict[str, str] = json.loads((OIDC_DIR / "package.json").read_text())["dependencies"]
-    for name, version in pins.items():
-        manifest = OIDC_DIR / "node_modules" / name / "package.json"
-        if not manifest.exists() or json.loads(manifest.read_text())["version"] != version:
-            return False
-    return True
-
-
 def _node() -> str:
-    """The node binary, with the pinned provider installed (`npm ci` when node_modules is missing or stale)."""
-    node, npm = shutil.which("node"), shutil.which("npm")
-    if node is None or npm is None:
-        pytest.skip("the SSO tests run a real OpenID provider on Node: they need `node` (20+) and `npm` on PATH")
-    if not _installed_versions_match():
-        done = subprocess.run(
-            [npm, "ci", "--no-audit", "--no-fund"], cwd=OIDC_DIR, capture_output=True, text=True, timeout=300
-        )
-        assert done.returncode == 0, f"npm ci failed in {OIDC_DIR}:\n{done.stdout}\n{done.stderr}"
-    return node
+    return node_with_packages(OIDC_DIR, "the SSO tests run a real OpenID provider on Node")
 
 
 def start_provider(
